@@ -51,3 +51,15 @@ def tabular_config() -> FairMTLConfig:
         num_features=6,
         tabular_hidden_sizes=[16],
     )
+
+
+@pytest.fixture
+def tiny_tokenizer(tmp_path):
+    """A BERT WordPiece tokenizer over a vocabulary the test writes (ids < TINY_VOCAB_SIZE)."""
+    from transformers import BertTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = [f"w{i}" for i in range(TINY_VOCAB_SIZE - len(special))]
+    vocab_file = tmp_path / "vocab.txt"
+    vocab_file.write_text("\n".join(special + words) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)

@@ -1,0 +1,120 @@
+"""GradNorm task weighting (Chen et al., ICML 2018).
+
+Task weights `w_t` get their own optimizer. At each update the gradient norm of every weighted task
+loss with respect to the shared representation, `G_t = ‖∇_z w_t L_t‖`, is pulled toward
+`mean(G) · r_t^α`, where `r_t` is task t's inverse training rate `(L_t / L_t(0)) / mean(L / L(0))`.
+After the step the weights are made positive again and renormalised to sum to T.
+
+Gradients are taken with respect to the shared representation `z` (the output of the last shared
+layer) rather than that layer's weights: `∂L_t/∂z` only back-propagates through task t's head, so the
+cost is T head-only backward passes and never a pass through the encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .losses.distributed import all_reduce_sum
+
+MIN_WEIGHT = 1e-3
+
+
+class GradNorm(nn.Module):
+    """Task weights balanced by GradNorm.
+
+    Args:
+        num_tasks: Number of task losses T.
+        alpha: Strength of the pull toward equal training rates (the paper's α; 0 = equal gradient norms).
+        lr: Learning rate of the weights' own Adam optimizer.
+
+    Usage per optimisation step: weight the task losses with `weights` (detached), call
+    `accumulate(task_losses, shared, present)` for every micro-batch, then `step()` once.
+    """
+
+    def __init__(self, num_tasks: int, alpha: float = 1.5, lr: float = 0.025) -> None:
+        super().__init__()
+        if num_tasks < 1:
+            raise ValueError("GradNorm needs at least one task")
+        self.num_tasks = num_tasks
+        self.alpha = alpha
+        self.weights = nn.Parameter(torch.ones(num_tasks))
+        self.register_buffer("initial_losses", torch.zeros(num_tasks))
+        self.register_buffer("has_initial_loss", torch.zeros(num_tasks, dtype=torch.bool))
+        self.optimizer = torch.optim.Adam([self.weights], lr=lr)
+        self._reset_window()
+
+    def _reset_window(self) -> None:
+        self._squared_grad_norms = torch.zeros(self.num_tasks)
+        self._loss_sums = torch.zeros(self.num_tasks)
+        self._loss_counts = torch.zeros(self.num_tasks)
+
+    @property
+    def task_weights(self) -> torch.Tensor:
+        """Current weights, detached (they multiply the task losses in the model's objective)."""
+        return self.weights.detach()
+
+    def accumulate(self, task_losses: Sequence[torch.Tensor], shared: torch.Tensor, present: torch.Tensor) -> None:
+        """Record one micro-batch: per-task gradient norms at the shared representation and loss values.
+
+        Args:
+            task_losses: T scalar losses that still have their graph to `shared`.
+            shared: The shared representation `[B, H]` the task heads read.
+            present: `[T]` bool, tasks with at least one labelled row in this micro-batch; the others
+                have no gradient and are left out of this update.
+        """
+        for t, loss in enumerate(task_losses):
+            if not bool(present[t]) or not loss.requires_grad:
+                continue
+            (grad,) = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
+            if grad is not None:
+                self._squared_grad_norms[t] += grad.detach().float().pow(2).sum().cpu()
+            self._loss_sums[t] += loss.detach().float().cpu()
+            self._loss_counts[t] += 1
+
+    def step(self) -> None:
+        """Update the weights from the accumulated window, identically on every rank."""
+        # Sum over ranks so each rank sees the statistics of the global batch and takes the same step.
+        stats = all_reduce_sum(torch.stack([self._squared_grad_norms, self._loss_sums, self._loss_counts]))
+        squared_norms, loss_sums, counts = stats.to(self.weights.device)
+        self._reset_window()
+        present = counts > 0
+        if not present.any():
+            return
+        losses = loss_sums / counts.clamp(min=1)
+        new_initial = present & ~self.has_initial_loss
+        self.initial_losses[new_initial] = losses[new_initial]
+        self.has_initial_loss |= new_initial
+        # A task whose first loss was 0 has no training rate to measure; it is balanced on norms only.
+        usable = present & self.has_initial_loss & (self.initial_losses > 0)
+        if usable.sum() == 0:
+            return
+        # Each contribution (micro-batch × rank) is a mean over its rows, so the norm of the gradient of the
+        # mean over the whole window is sqrt(Σ norm²) / number of contributions, for equal-sized contributions.
+        grad_norms = squared_norms.sqrt() / counts.clamp(min=1)
+        weighted_norms = self.weights * grad_norms  # G_t, differentiable in w_t only
+        loss_ratios = torch.where(usable, losses / self.initial_losses.clamp(min=1e-12), torch.zeros_like(losses))
+        inverse_rates = loss_ratios / loss_ratios[usable].mean()
+        target = (weighted_norms[usable].mean() * inverse_rates.pow(self.alpha)).detach()
+        gradnorm_loss = (weighted_norms - target).abs()[usable].sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        gradnorm_loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            positive = self.weights.clamp(min=MIN_WEIGHT)
+            self.weights.copy_(positive * self.num_tasks / positive.sum())
+
+    def state_dict(self, *args, **kwargs) -> dict:  # noqa: D102 - nn.Module semantics plus the optimizer
+        state = super().state_dict(*args, **kwargs)
+        state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):  # noqa: D102
+        state_dict = dict(state_dict)
+        optimizer_state = state_dict.pop("optimizer", None)
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
+        return result

@@ -1,0 +1,281 @@
+"""FairMTLTrainer: strategies, fairness effects, GradNorm, logging, evaluation, exact resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from transformers import HfArgumentParser
+
+from hf_fairmtl import FairMTLModel
+from hf_fairmtl.trainer import STRATEGIES, FairMTLTrainer, FairMTLTrainingArguments
+
+from .synthetic import biased_rows, tabular_config, text_rows, transfer_datasets
+
+
+def make_args(tmp_path, **overrides) -> FairMTLTrainingArguments:
+    settings = {
+        "output_dir": str(tmp_path),
+        "per_device_train_batch_size": 32,
+        "per_device_eval_batch_size": 128,
+        "learning_rate": 1e-2,
+        "num_train_epochs": 1,
+        "logging_steps": 5,
+        "report_to": [],
+        "save_strategy": "no",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "seed": 0,
+        "data_seed": 0,
+    }
+    settings.update(overrides)
+    return FairMTLTrainingArguments(**settings)
+
+
+def train_tabular(tmp_path, train, eval_dataset=None, seed: int = 0, **overrides) -> FairMTLTrainer:
+    torch.manual_seed(seed)
+    model = FairMTLModel(tabular_config())
+    trainer = FairMTLTrainer(
+        model=model,
+        args=make_args(tmp_path, seed=seed, **overrides),
+        train_dataset=train,
+        eval_dataset=eval_dataset,
+    )
+    trainer.train()
+    return trainer
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_each_strategy_trains_tabular(strategy: str, tmp_path) -> None:
+    train = Dataset.from_list(biased_rows(256, seed=0))
+    trainer = train_tabular(tmp_path, train, strategy=strategy, gradnorm=True, max_steps=10)
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logs and all(np.isfinite(entry["loss"]) for entry in logs)
+    assert "target_accuracy_loss" in logs[-1] and "auxiliary_gradnorm_weight" in logs[-1]
+    if strategy != "vanilla":
+        assert "auxiliary_fairness_loss" in logs[-1]
+    if strategy == "teacher":
+        assert "target_action" in logs[-1]
+
+
+@pytest.mark.parametrize("strategy", ["vanilla", "weighted", "greedy", "teacher", "mtaf"])
+def test_each_strategy_trains_text(strategy: str, tmp_path, text_config, tiny_tokenizer) -> None:
+    train = Dataset.from_list(text_rows(64, seed=0))
+    torch.manual_seed(0)
+    trainer = FairMTLTrainer(
+        model=FairMTLModel(text_config),
+        args=make_args(tmp_path, strategy=strategy, max_steps=4, logging_steps=2, per_device_train_batch_size=16),
+        train_dataset=train,
+        eval_dataset=train,
+        processing_class=tiny_tokenizer,
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert np.isfinite(metrics["eval_loss"])
+    assert "eval_sentiment_gender_eo_violation" in metrics and "eval_topic_accuracy" in metrics
+
+
+def target_eo(trainer: FairMTLTrainer, heldout: Dataset) -> tuple[float, float]:
+    metrics = trainer.evaluate(heldout)
+    return metrics["eval_target_group_eo_violation"], metrics["eval_target_accuracy"]
+
+
+@pytest.mark.parametrize("strategy", ["weighted", "greedy"])
+def test_fairness_strategies_lower_eo_vs_vanilla(strategy: str, tmp_path) -> None:
+    """Both tasks carry groups; the group leaks into both labels. Fairness strategies shrink the gap."""
+    train = Dataset.from_list(biased_rows(1200, seed=1))
+    heldout = Dataset.from_list(biased_rows(600, seed=2, label_tasks=("target",)))
+    vanilla_eo, _ = target_eo(train_tabular(tmp_path / "v", train, strategy="vanilla", num_train_epochs=6), heldout)
+    fair_eo, _ = target_eo(train_tabular(tmp_path / "f", train, strategy=strategy, num_train_epochs=6), heldout)
+    assert fair_eo < 0.7 * vanilla_eo, (strategy, vanilla_eo, fair_eo)
+
+
+def test_transfer_cuts_target_eo_at_default_settings(tmp_path) -> None:
+    """Aguirre & Dredze: demographics only on the auxiliary source debias the target task.
+
+    Default `weighted` settings (robust_eo, λ = default, fairness gradient to the shared encoder); the target
+    task's EO violation on held-out rows with known groups falls by ≥ 40 % at ≤ 3 points of accuracy.
+    """
+    results = {"vanilla": [], "weighted": []}
+    for seed in range(3):
+        train, heldout = transfer_datasets(seed)
+        for strategy in results:
+            trainer = train_tabular(
+                tmp_path / f"{strategy}{seed}",
+                train,
+                seed=seed,
+                strategy=strategy,
+                num_train_epochs=5,
+                fairness_attributes='{"auxiliary": ["group"]}',
+            )
+            results[strategy].append(target_eo(trainer, heldout))
+    vanilla = np.mean(results["vanilla"], axis=0)
+    weighted = np.mean(results["weighted"], axis=0)
+    assert weighted[0] <= 0.6 * vanilla[0], (vanilla, weighted)
+    assert weighted[1] >= vanilla[1] - 0.03, (vanilla, weighted)
+
+
+def test_gradnorm_weights_positive_sum_to_t_and_favour_slow_task(tmp_path) -> None:
+    """Task 'target' is hard (noisy labels), 'auxiliary' easy: GradNorm raises the slow task's weight."""
+    rows = biased_rows(512, seed=3, bias=0.0)
+    rng = np.random.default_rng(0)
+    for row in rows:  # the target labels are mostly noise: its loss falls slowly
+        if rng.random() < 0.4:
+            row["labels"][0] = int(rng.integers(0, 2))
+    trainer = train_tabular(tmp_path, Dataset.from_list(rows), gradnorm=True, num_train_epochs=4, gradnorm_lr=0.05)
+    weights = trainer.gradnorm.task_weights
+    assert torch.all(weights > 0)
+    assert torch.isclose(weights.sum(), torch.tensor(2.0))
+    assert weights[0] > weights[1], weights
+
+
+def test_gradient_accumulation_matches_large_batch(tmp_path) -> None:
+    rows = biased_rows(128, seed=4)
+    for i, row in enumerate(rows):  # uneven label counts per micro-batch
+        if i % 3 == 0:
+            row["labels"][1] = -100
+    train = Dataset.from_list(rows)
+
+    def final_params(**overrides) -> torch.Tensor:
+        trainer = train_tabular(tmp_path, train, strategy="vanilla", gradnorm=True, max_steps=4, **overrides)
+        return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+
+    large = final_params(per_device_train_batch_size=32)
+    accumulated = final_params(per_device_train_batch_size=8, gradient_accumulation_steps=4)
+    torch.testing.assert_close(accumulated, large, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["weighted", "teacher"])
+def test_resume_gives_same_parameters_as_straight_run(strategy: str, tmp_path) -> None:
+    train = Dataset.from_list(biased_rows(320, seed=5))
+    overrides = {
+        "strategy": strategy,
+        "gradnorm": True,
+        "fairness_loss": "eps_deo",
+        "max_steps": 20,
+        "teacher_interval": 3,
+        "per_device_train_batch_size": 16,
+    }
+    # The straight run also writes checkpoint-10; a fresh trainer resumes from it in another folder.
+    straight = train_tabular(tmp_path / "straight", train, save_strategy="steps", save_steps=10, **overrides)
+    torch.manual_seed(123)  # resuming must not depend on the ambient RNG
+    resumed = FairMTLTrainer(
+        model=FairMTLModel(tabular_config()),
+        args=make_args(tmp_path / "resumed", save_strategy="steps", save_steps=10, **overrides),
+        train_dataset=train,
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "straight" / "checkpoint-10"))
+    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
+        torch.testing.assert_close(b, a, msg=name)
+    torch.testing.assert_close(resumed.gradnorm.task_weights, straight.gradnorm.task_weights)
+    torch.testing.assert_close(resumed.fairness_losses.state_dict(), straight.fairness_losses.state_dict())
+    assert resumed.task_actions == straight.task_actions
+
+
+def test_evaluate_reports_groups_and_selects_best_by_fairness(tmp_path) -> None:
+    train = Dataset.from_list(biased_rows(256, seed=6))
+    heldout = Dataset.from_list(biased_rows(128, seed=7))
+    trainer = train_tabular(
+        tmp_path,
+        train,
+        heldout,
+        strategy="weighted",
+        num_train_epochs=3,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model="target_group_eo_violation",
+        greater_is_better=False,
+    )
+    history = [entry for entry in trainer.state.log_history if "eval_target_group_eo_violation" in entry]
+    assert len(history) == 3
+    best = min(entry["eval_target_group_eo_violation"] for entry in history)
+    assert trainer.state.best_metric == pytest.approx(best)
+    for key in (
+        "eval_target_accuracy",
+        "eval_auxiliary_group_tpr_gap",
+        "eval_target_group_fpr_gap",
+        "eval_target_accuracy_loss",
+        "eval_target_fairness_loss",
+    ):
+        assert key in history[-1], key
+
+
+def test_arguments_parse_from_command_line(tmp_path) -> None:
+    (args,) = HfArgumentParser(FairMTLTrainingArguments).parse_args_into_dataclasses(
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--strategy",
+            "weighted",
+            "--fairness_loss",
+            "eps_deo",
+            "--fairness_weight",
+            '{"auxiliary": 3}',
+            "--fairness_attributes",
+            '{"auxiliary": ["group"]}',
+            "--fairness_loss_kwargs",
+            '{"target_epsilon": 0.1}',
+            "--gradnorm",
+            "--gradnorm_alpha",
+            "0.5",
+        ]
+    )
+    assert args.strategy == "weighted" and args.gradnorm and args.gradnorm_alpha == 0.5
+    assert args.fairness_weight == {"auxiliary": 3}
+    assert args.fairness_loss_kwargs == {"target_epsilon": 0.1}
+    (scalar,) = HfArgumentParser(FairMTLTrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--fairness_weight", "2.5"]
+    )
+    assert scalar.fairness_weight == 2.5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"strategy": "fair"}, "Unknown strategy 'fair'"),
+        ({"fairness_loss": "nope"}, "Unknown fairness_loss 'nope'"),
+        ({"fairness_weight": '{"auxiliary": 3'}, "`fairness_weight` is not valid JSON"),
+    ],
+)
+def test_bad_arguments_raise(overrides: dict, message: str, tmp_path) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_args(tmp_path, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"fairness_attributes": '{"nosuchtask": ["group"]}'}, "unknown task 'nosuchtask'"),
+        ({"fairness_attributes": '{"target": ["race"]}'}, "Unknown protected attribute 'race'"),
+        ({"fairness_weight": '{"nosuchtask": 1}'}, "unknown task 'nosuchtask'"),
+    ],
+)
+def test_bad_task_or_attribute_names_raise(overrides: dict, message: str, tmp_path) -> None:
+    with pytest.raises(ValueError, match=message):
+        FairMTLTrainer(model=FairMTLModel(tabular_config()), args=make_args(tmp_path, **overrides))
+
+
+def test_degenerate_batches_train_without_nan(tmp_path) -> None:
+    """Batches with one group, no group, or no label for a task (and an empty task) still train."""
+    rows = biased_rows(64, seed=8)
+    for i, row in enumerate(rows):
+        row["labels"][1] = -100  # the auxiliary task is empty
+        if i < 32:
+            row["group_labels"] = [-1]  # first batches: no group at all
+        else:
+            row["group_labels"] = [0]  # then: a single group
+    trainer = train_tabular(
+        tmp_path,
+        Dataset.from_list(rows),
+        strategy="greedy",
+        gradnorm=True,
+        per_device_train_batch_size=16,
+        num_train_epochs=2,
+        logging_steps=1,
+        dataloader_drop_last=False,
+    )
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert losses and all(np.isfinite(losses))
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
