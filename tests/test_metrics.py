@@ -1,0 +1,215 @@
+"""Group metrics: agreement with fairlearn, hand-computed figures, compute_metrics, ARA/AREO, evaluate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
+from transformers import EvalPrediction
+
+from hf_fairmtl import FairMTLConfig
+from hf_fairmtl.metrics import FAIRNESS_METRIC_PATH, fairness_metrics, make_compute_metrics, relative_scores
+
+
+def random_task(num_groups: int, num_classes: int = 2, n: int = 600, seed: int = 0):
+    """Random labels, predictions that agree with them 70% of the time, groups with ~10% unknown (-1)
+    and ~5% missing labels (-100)."""
+    rng = np.random.default_rng(seed + num_groups)
+    y_true = rng.integers(0, num_classes, n)
+    y_pred = np.where(rng.random(n) < 0.7, y_true, rng.integers(0, num_classes, n))
+    groups = rng.integers(0, num_groups, n)
+    groups[rng.random(n) < 0.1] = -1
+    y_true[rng.random(n) < 0.05] = -100
+    return y_true, y_pred, groups
+
+
+def fairlearn_frame(y_true, y_pred, groups, positive=1):
+    keep = (groups >= 0) & (y_true != -100)
+    return MetricFrame(
+        metrics={"tpr": true_positive_rate, "fpr": false_positive_rate, "sr": selection_rate},
+        y_true=(y_true[keep] == positive).astype(int),
+        y_pred=(y_pred[keep] == positive).astype(int),
+        sensitive_features=groups[keep],
+    )
+
+
+@pytest.mark.parametrize("num_groups", [2, 3, 5])
+def test_binary_metrics_match_fairlearn(num_groups):
+    y_true, y_pred, groups = random_task(num_groups)
+    names = [f"g{g}" for g in range(num_groups)]
+    ours = fairness_metrics(y_true, y_pred, groups, group_names=names)
+    frame = fairlearn_frame(y_true, y_pred, groups)
+    for g in range(num_groups):
+        assert ours[f"tpr_g{g}"] == pytest.approx(frame.by_group.loc[g, "tpr"], abs=1e-12)
+        assert ours[f"fpr_g{g}"] == pytest.approx(frame.by_group.loc[g, "fpr"], abs=1e-12)
+        assert ours[f"selection_rate_g{g}"] == pytest.approx(frame.by_group.loc[g, "sr"], abs=1e-12)
+        assert ours[f"count_g{g}"] == ((groups == g) & (y_true != -100)).sum()
+    difference = frame.difference()
+    assert ours["tpr_gap"] == pytest.approx(difference["tpr"], abs=1e-12)
+    assert ours["fpr_gap"] == pytest.approx(difference["fpr"], abs=1e-12)
+    assert ours["dp_gap"] == pytest.approx(difference["sr"], abs=1e-12)
+    assert ours["eo_violation"] == pytest.approx(difference["tpr"] + difference["fpr"], abs=1e-12)
+    labelled = y_true != -100  # accuracy counts unknown-group rows too
+    assert ours["accuracy"] == pytest.approx((y_true[labelled] == y_pred[labelled]).mean())
+
+
+@pytest.mark.parametrize("num_groups", [2, 3, 5])
+def test_multiclass_one_vs_rest_matches_fairlearn(num_groups):
+    y_true, y_pred, groups = random_task(num_groups, num_classes=3)
+    ours = fairness_metrics(y_true, y_pred, groups, num_classes=3)  # no names: keys use the ids
+    gaps = {"tpr": [], "fpr": [], "sr": []}
+    for c in range(3):
+        frame = fairlearn_frame(y_true, y_pred, groups, positive=c)
+        for g in range(num_groups):
+            assert ours[f"tpr_{g}_{c}"] == pytest.approx(frame.by_group.loc[g, "tpr"], abs=1e-12)
+            assert ours[f"fpr_{g}_{c}"] == pytest.approx(frame.by_group.loc[g, "fpr"], abs=1e-12)
+            assert ours[f"selection_rate_{g}_{c}"] == pytest.approx(frame.by_group.loc[g, "sr"], abs=1e-12)
+        for key in gaps:
+            gaps[key].append(frame.difference()[key])
+    assert ours["tpr_gap"] == pytest.approx(np.mean(gaps["tpr"]), abs=1e-12)  # macro over classes
+    assert ours["fpr_gap"] == pytest.approx(np.mean(gaps["fpr"]), abs=1e-12)
+    assert ours["dp_gap"] == pytest.approx(np.mean(gaps["sr"]), abs=1e-12)
+
+
+def test_eps_deo_and_rms_gap_by_hand():
+    # group 0: y=1 -> ŷ 1,1,0 ; y=0 -> ŷ 1,0   group 1: y=1 -> ŷ 1 ; y=0 -> ŷ 0,0,0   unknown: ignored
+    y_true = [1, 1, 1, 0, 0, 1, 0, 0, 0, 1]
+    y_pred = [1, 1, 0, 1, 0, 1, 0, 0, 0, 0]
+    groups = [0, 0, 0, 0, 0, 1, 1, 1, 1, -1]
+    out = fairness_metrics(y_true, y_pred, groups, alpha=0.1)
+    tpr0, tpr1 = (2 + 0.05) / (3 + 0.1), (1 + 0.05) / (1 + 0.1)
+    fpr0, fpr1 = (1 + 0.05) / (2 + 0.1), (0 + 0.05) / (3 + 0.1)
+    assert out["eps_deo"] == pytest.approx(abs(math.log(tpr0 / tpr1)) + abs(math.log(fpr0 / fpr1)))
+    assert out["tpr_gap"] == pytest.approx(1 - 2 / 3) and out["fpr_gap"] == pytest.approx(0.5)
+    # fairlib RMS gap over classes 0 and 1: class 1 TPRs 2/3, 1 vs overall 3/4; class 0 (TNR) 1/2, 1 vs 4/5.
+    gap1 = abs(2 / 3 - 3 / 4) + abs(1 - 3 / 4)
+    gap0 = abs(1 / 2 - 4 / 5) + abs(1 - 4 / 5)
+    assert out["rms_tpr_gap"] == pytest.approx(math.sqrt((gap0**2 + gap1**2) / 2))
+    assert out["accuracy"] == pytest.approx(7 / 10)  # the unknown-group row (wrong) counts here
+
+
+def test_groups_without_positives_are_skipped():
+    # Group 2 has no positives: its TPR is NaN and it does not enter the TPR gap, but it does enter the FPR gap.
+    out = fairness_metrics([1, 0, 1, 0, 0, 0], [1, 0, 0, 0, 1, 1], [0, 0, 1, 1, 2, 2], group_names=["a", "b", "c"])
+    assert math.isnan(out["tpr_c"]) and out["fpr_c"] == 1.0
+    assert out["tpr_gap"] == 1.0 and out["fpr_gap"] == 1.0
+    # An absent named group: NaN rates, zero count, no effect on gaps.
+    out = fairness_metrics([1, 0, 1, 0], [1, 0, 1, 1], [0, 0, 1, 1], group_names=["a", "b", "c"])
+    assert math.isnan(out["selection_rate_c"]) and out["count_c"] == 0 and out["fpr_gap"] == 1.0
+    # Fewer than two groups: no measurable gap.
+    out = fairness_metrics([1, 0, 1], [0, 0, 1], [0, 0, -1])
+    assert out["eo_violation"] == 0.0 and out["eps_deo"] == 0.0 and out["dp_gap"] == 0.0
+
+
+def test_fairness_metrics_validation_and_scores():
+    with pytest.raises(ValueError, match="same length"):
+        fairness_metrics([1, 0], [1], [0, 1])
+    with pytest.raises(ValueError, match="no name"):
+        fairness_metrics([1, 0], [1, 0], [0, 2], group_names=["a", "b"])
+    with pytest.raises(ValueError, match="outside"):
+        fairness_metrics([1, 2], [1, 0], [0, 1], num_classes=2)
+    with pytest.raises(ValueError, match="clash"):
+        fairness_metrics([1, 0], [1, 0], [0, 1], group_names=["gap", "other"])
+    scores = np.array([[0.1, 0.9], [0.8, 0.2]])  # [N, C] scores are argmax-ed
+    assert fairness_metrics([1, 0], scores, [0, 1])["accuracy"] == 1.0
+
+
+# -------------------------------------------------------------------------------------- make_compute_metrics
+
+
+@pytest.fixture
+def mtl_eval():
+    config = FairMTLConfig(
+        tasks=["income", "topic"],
+        num_labels={"income": 2, "topic": 3},
+        protected_attributes=["sex", "race"],
+        group_vocab={"sex": ["female", "male"], "race": ["a", "b", "c"]},
+        intersections=[["sex", "race"]],
+        num_features=4,
+    )
+    rng = np.random.default_rng(7)
+    n = 300
+    labels = np.stack([rng.integers(0, 2, n), rng.integers(0, 3, n)], axis=1)
+    labels[rng.random(n) < 0.3, 0] = -100  # rows from a source without the income task
+    labels[rng.random(n) < 0.3, 1] = -100
+    group_labels = np.stack([rng.integers(0, 2, n), rng.integers(0, 3, n)], axis=1)
+    group_labels[rng.random(n) < 0.15, 0] = -1
+    group_labels[rng.random(n) < 0.15, 1] = -1
+    logits = (rng.normal(size=(n, 2)), rng.normal(size=(n, 3)))
+    return config, EvalPrediction(predictions=logits, label_ids=(labels, group_labels))
+
+
+def test_make_compute_metrics(mtl_eval):
+    config, eval_pred = mtl_eval
+    results = make_compute_metrics(config)(eval_pred)
+    labels, group_labels = eval_pred.label_ids
+    sex, race = group_labels[:, 0], group_labels[:, 1]
+    # Intersection ids written out independently: sex * 3 + race, unknown if either is.
+    attribute_ids = {"sex": sex, "race": race, "sex*race": np.where((sex < 0) | (race < 0), -1, sex * 3 + race)}
+    violations = []
+    for t, (task, classes) in enumerate([("income", 2), ("topic", 3)]):
+        keep = labels[:, t] != -100
+        y_true, y_pred = labels[keep, t], eval_pred.predictions[t].argmax(-1)[keep]
+        assert results[f"{task}_accuracy"] == pytest.approx((y_true == y_pred).mean())
+        for attr, ids in attribute_ids.items():
+            expected = fairness_metrics(
+                y_true, y_pred, ids[keep], num_classes=classes, group_names=config.group_names(attr)
+            )
+            for key in ("tpr_gap", "fpr_gap", "eo_violation", "dp_gap", "eps_deo", "rms_tpr_gap"):
+                assert results[f"{task}_{attr}_{key}"] == pytest.approx(expected[key]), (task, attr, key)
+            violations.append(expected["eo_violation"])
+    assert results["income_sex_tpr_female"] == pytest.approx(
+        ((labels[:, 0] == 1) & (sex == 0) & (eval_pred.predictions[0].argmax(-1) == 1)).sum()
+        / ((labels[:, 0] == 1) & (sex == 0)).sum()
+    )
+    assert "topic_sex*race_tpr_male*c_2" in results  # multi-class: per class, intersectional group names
+    assert "income_accuracy" in results and "income_sex_accuracy" not in results
+    assert results["mean_eo_violation"] == pytest.approx(np.mean(violations))
+    assert results["mean_accuracy"] == pytest.approx((results["income_accuracy"] + results["topic_accuracy"]) / 2)
+    assert all(isinstance(value, float) for value in results.values())
+
+
+def test_make_compute_metrics_variants(mtl_eval):
+    config, eval_pred = mtl_eval
+    only_sex = make_compute_metrics(config, attributes=["sex"])(eval_pred)
+    assert not any("race" in key for key in only_sex)
+    labels, _ = eval_pred.label_ids
+    no_groups = make_compute_metrics(config)((eval_pred.predictions, labels))  # tuple input, no group column
+    assert set(no_groups) == {"income_accuracy", "topic_accuracy", "mean_accuracy"}
+    with pytest.raises(ValueError, match="2"):
+        make_compute_metrics(config)(EvalPrediction(predictions=eval_pred.predictions[:1], label_ids=labels))
+    with pytest.raises(ValueError, match="Unknown protected attribute"):
+        make_compute_metrics(config, attributes=["age"])
+
+
+# -------------------------------------------------------------------------------------------- ARA / AREO
+
+
+def test_relative_scores():
+    mtl = {"a": {"accuracy": 0.8, "eo_violation": 0.1}, "b": {"accuracy": 0.9, "eo_violation": 0.3}}
+    stl = {"a": {"accuracy": 0.8, "eo_violation": 0.2}, "b": {"accuracy": 0.75, "eo_violation": 0.1}}
+    scores = relative_scores(mtl, stl)
+    assert scores["ARA"] == pytest.approx((1.0 + 1.2) / 2)
+    assert scores["AREO"] == pytest.approx((0.5 + 3.0) / 2)
+    assert scores["b_relative_eo_violation"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="only in MTL"):
+        relative_scores({**mtl, "c": mtl["a"]}, stl)
+    with pytest.raises(ValueError, match="STL eo_violation is 0"):
+        relative_scores(mtl, {**stl, "a": {"accuracy": 0.8, "eo_violation": 0.0}})
+    with pytest.raises(ValueError, match="lacks"):
+        relative_scores(mtl, {**stl, "a": {"accuracy": 0.8}})
+
+
+# -------------------------------------------------------------------------------------------- evaluate module
+
+
+def test_evaluate_module_loads_offline(tmp_path):
+    evaluate = pytest.importorskip("evaluate")
+    metric = evaluate.load(FAIRNESS_METRIC_PATH, cache_dir=str(tmp_path))
+    y_true, y_pred, groups = random_task(3)
+    out = metric.compute(predictions=y_pred, references=y_true, groups=groups, group_names=["x", "y", "z"])
+    expected = fairness_metrics(y_true, y_pred, groups, group_names=["x", "y", "z"])
+    assert out.keys() == expected.keys()
+    assert all(out[key] == pytest.approx(expected[key], nan_ok=True) for key in expected)
