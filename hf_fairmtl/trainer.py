@@ -31,6 +31,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .configuration_fairmtl import FairMTLConfig
 from .gradnorm import GradNorm
 from .groups import attribute_group_ids
+from .hub import DEFAULT_TAGS
 from .losses import FAIRNESS_LOSSES, build_fairness_loss
 from .losses.distributed import all_reduce_sum
 from .metrics import make_compute_metrics
@@ -162,7 +163,7 @@ class FairMTLTrainer(Trainer):
         Other arguments are `transformers.Trainer`'s.
     """
 
-    _tag_names = ["hf_fairmtl", "fairness", "multi-task"]
+    _tag_names = list(DEFAULT_TAGS)
 
     def __init__(
         self,
@@ -437,6 +438,23 @@ class FairMTLTrainer(Trainer):
             logs = {**logs, **{prefix + name: round(float(m), 6) for name, m in zip(names, means, strict=True)}}
             values.clear()
         super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ model card
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        """Write the fairness model card (`README.md`) that `push_to_hub` uploads with the model."""
+        if not self.is_world_process_zero():
+            return
+        from .hub import last_eval_metrics, write_model_card
+
+        write_model_card(
+            self.args.output_dir,
+            self.model,
+            last_eval_metrics(self.state.log_history),
+            training_args=self.args,
+            teacher_summary=self.teacher_callback,
+            **kwargs,
+        )
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -279,3 +279,13 @@ def test_degenerate_batches_train_without_nan(tmp_path) -> None:
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert losses and all(np.isfinite(losses))
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_model_card_carries_last_evaluation(tmp_path) -> None:
+    train = Dataset.from_list(biased_rows(128, seed=9))
+    trainer = train_tabular(tmp_path, train, train, strategy="weighted", max_steps=3)
+    metrics = trainer.evaluate()
+    trainer.create_model_card()
+    card = (tmp_path / "README.md").read_text()
+    assert "fairness" in card and "model-index" in card
+    assert f"{metrics['eval_target_accuracy']:.4f}"[:5] in card
