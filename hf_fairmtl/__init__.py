@@ -3,7 +3,9 @@
 from transformers import AutoConfig, AutoModel
 
 from .configuration_fairmtl import FairMTLConfig
+from .data import DataCollatorForFairMTL, TaskSource, build_multitask_dataset, fit_vocabularies
 from .modeling_fairmtl import FairMTLModel, FairMTLModelOutput
+from .trainer import FairMTLTrainer, FairMTLTrainingArguments
 
 __version__ = "0.1.0"
 
@@ -14,4 +16,15 @@ AutoModel.register(FairMTLConfig, FairMTLModel, exist_ok=True)
 FairMTLConfig.register_for_auto_class()
 FairMTLModel.register_for_auto_class("AutoModel")
 
-__all__ = ["FairMTLConfig", "FairMTLModel", "FairMTLModelOutput", "__version__"]
+__all__ = [
+    "DataCollatorForFairMTL",
+    "FairMTLConfig",
+    "FairMTLModel",
+    "FairMTLModelOutput",
+    "FairMTLTrainer",
+    "FairMTLTrainingArguments",
+    "TaskSource",
+    "__version__",
+    "build_multitask_dataset",
+    "fit_vocabularies",
+]
