@@ -235,6 +235,10 @@ class FairMTLTrainer(Trainer):
         if args.gradnorm:
             self.gradnorm = GradNorm(config.num_tasks, alpha=args.gradnorm_alpha, lr=args.gradnorm_lr).to(args.device)
             self.add_callback(_GradNormStep(self.gradnorm))
+        # GradNorm differentiates each task loss at the heads' input. Under DDP the model's outputs are copies made
+        # by DDP's autograd sink, disconnected from that input, so the input is captured where the heads read it.
+        self._head_input: torch.Tensor | None = None
+        _base_model(self.model).heads[config.tasks[0]].register_forward_pre_hook(self._capture_head_input)
         self.task_actions = [ACCURACY_ACTION] * config.num_tasks
         self.last_train_batch: dict[str, torch.Tensor] | None = None
         self._logged_values: dict[str, dict[str, list[torch.Tensor]]] = {
@@ -251,6 +255,10 @@ class FairMTLTrainer(Trainer):
                 self.add_callback(self.teacher_callback)
 
     # ------------------------------------------------------------------ losses
+
+    def _capture_head_input(self, module: nn.Module, args: tuple) -> None:
+        if self._head_input is None:
+            self._head_input = args[0]
 
     def _group_ids(self, group_labels: torch.Tensor | None, attr: str, batch_size: int, device) -> torch.Tensor:
         if group_labels is None:
@@ -315,7 +323,9 @@ class FairMTLTrainer(Trainer):
         labels = inputs["labels"]
         group_labels = inputs.get("group_labels")
         model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "group_labels")}
+        self._head_input = None
         outputs = model(**model_inputs, return_shared_representation=True)
+        head_input, self._head_input = self._head_input, None
         logits, shared = outputs.logits, outputs.shared_representation
         config = self.fairmtl_config
         labels = _base_model(model)._check_labels(labels)
@@ -377,7 +387,7 @@ class FairMTLTrainer(Trainer):
                 self._record(mode, f"{task}_action", torch.tensor(float(self.task_actions[t]), device=shared.device))
 
         if training and self.gradnorm is not None:
-            self.gradnorm.accumulate(objectives, shared, torch.stack(present))
+            self.gradnorm.accumulate(objectives, head_input, torch.stack(present))
         if training and args.strategy == "teacher":
             self.last_train_batch = {
                 "shared": shared.detach(),
