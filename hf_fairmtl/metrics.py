@@ -187,9 +187,10 @@ def make_compute_metrics(
     tuple `(labels [N, T], group_labels [N, A])` (Trainer passes both label columns). It returns
     `{task}_accuracy` and `{task}_{attr}_{metric}` for every `metric` of [`fairness_metrics`] but
     accuracy, for every attribute (intersectional ones as `"gender*race"`), plus `mean_accuracy` and
-    `mean_eo_violation` (mean over tasks × attributes; a convenient `metric_for_best_model` with
-    `greater_is_better=False`). Rows labelled -100 for a task are left out of that task. When `label_ids`
-    has no group column only the accuracies are reported. Trainer adds the `eval_` prefix.
+    `mean_eo_violation` (mean over the tasks × attributes with at least two groups present; a convenient
+    `metric_for_best_model` with `greater_is_better=False`). Rows labelled -100 for a task are left out of
+    that task, and a task with no labelled row gets no keys at all. When `label_ids` has no group column only
+    the accuracies are reported. Trainer adds the `eval_` prefix.
 
     Args:
         config: The model config (tasks, classes, attributes, group names).
@@ -226,8 +227,10 @@ def make_compute_metrics(
             y_true = labels[:, t].astype(np.int64)
             y_pred = np.asarray(predictions[t]).argmax(axis=-1)
             labelled = y_true != IGNORE_INDEX
-            correct = y_pred[labelled] == y_true[labelled]
-            results[f"{task}_accuracy"] = float(correct.mean()) if correct.size else math.nan
+            if not labelled.any():
+                # A task this evaluation set has no label for gets no figures (rather than NaNs or fake zeros).
+                continue
+            results[f"{task}_accuracy"] = float((y_pred[labelled] == y_true[labelled]).mean())
             if group_labels is None:
                 continue
             for attr in attributes:
@@ -242,9 +245,12 @@ def make_compute_metrics(
                 )
                 figures.pop("accuracy")
                 results.update({f"{task}_{attr}_{key}": value for key, value in figures.items()})
-                violations.append(figures["eo_violation"])
-        accuracies = [results[f"{task}_accuracy"] for task in tasks]
-        results["mean_accuracy"] = float(np.nanmean(accuracies)) if not np.isnan(accuracies).all() else math.nan
+                known = group_ids[labelled]
+                if np.unique(known[known >= 0]).size >= 2:  # a gap needs two groups to mean anything
+                    violations.append(figures["eo_violation"])
+        accuracies = [results[f"{task}_accuracy"] for task in tasks if f"{task}_accuracy" in results]
+        if accuracies:
+            results["mean_accuracy"] = float(np.mean(accuracies))
         if violations:
             results["mean_eo_violation"] = float(np.mean(violations))
         return results

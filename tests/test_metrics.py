@@ -213,3 +213,18 @@ def test_evaluate_module_loads_offline(tmp_path):
     expected = fairness_metrics(y_true, y_pred, groups, group_names=["x", "y", "z"])
     assert out.keys() == expected.keys()
     assert all(out[key] == pytest.approx(expected[key], nan_ok=True) for key in expected)
+
+
+def test_task_without_labels_gets_no_keys_and_stays_out_of_means():
+    config = FairMTLConfig(
+        tasks=["target", "auxiliary"], protected_attributes=["g"], group_vocab={"g": ["a", "b"]}, num_features=2
+    )
+    rng = np.random.default_rng(0)
+    labels = np.stack([rng.integers(0, 2, 40), np.full(40, -100)], axis=1)
+    groups = rng.integers(0, 2, (40, 1))
+    predictions = (rng.normal(size=(40, 2)), rng.normal(size=(40, 2)))
+    out = make_compute_metrics(config)(EvalPrediction(predictions=predictions, label_ids=(labels, groups)))
+    assert not any(key.startswith("auxiliary_") for key in out)
+    assert out["mean_accuracy"] == out["target_accuracy"]
+    assert out["mean_eo_violation"] == out["target_g_eo_violation"]
+    assert all(math.isfinite(value) for key, value in out.items() if "gap" in key or "violation" in key)
