@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU torch wheel: plain `pip install torch` on Linux pulls the multi-GB CUDA build.
-PIP_INSTALL := $(BIN)/pip install -q -c constraints-cpu.txt --extra-index-url https://download.pytorch.org/whl/cpu
+# The CPU torch wheel: plain `pip install torch` on Linux pulls the multi-GB CUDA build. constraints-cpu.txt pins
+# torch==2.13.0+cpu; pip finds it in a local wheel folder (PIP_FIND_LINKS) or in PyTorch's CPU index, which a
+# machine online adds with `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+TORCH_INDEX ?=
+PIP_INSTALL := $(BIN)/pip install -q -c constraints-cpu.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
 .PHONY: install test test-all main lint bench clean
 
