@@ -449,6 +449,17 @@ class FairMTLTrainer(Trainer):
             values.clear()
         super().log(logs, start_time)
 
+    # ------------------------------------------------------------------ saving
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        from .peft_utils import FAIRMTL_CONFIG_NAME, is_peft_model
+
+        if is_peft_model(self.model):
+            # An adapter folder needs the FairMTL config too: its base may be a plain pretrained encoder.
+            output_dir = output_dir if output_dir is not None else self.args.output_dir
+            self.fairmtl_config.to_json_file(os.path.join(output_dir, FAIRMTL_CONFIG_NAME))
+
     # ------------------------------------------------------------------ model card
 
     def create_model_card(self, **kwargs: Any) -> None:

@@ -49,3 +49,7 @@ def test_two_processes_match_one(tmp_path) -> None:
     for one, two in zip(single["logs"], double["logs"], strict=True):
         assert two["loss"] == pytest.approx(one["loss"], rel=1e-3, abs=1e-4)
         assert two["target_accuracy_loss"] == pytest.approx(one["target_accuracy_loss"], rel=1e-3, abs=1e-4)
+    # Evaluation on 37 rows split over 2 ranks: the same figures, no duplicated padding rows.
+    for key in ("eval_target_accuracy", "eval_target_group_eo_violation", "eval_auxiliary_group_tpr_gap"):
+        assert double["metrics"][key] == pytest.approx(single["metrics"][key], abs=1e-6), key
+    assert double["metrics"]["eval_target_group_count_a"] + double["metrics"]["eval_target_group_count_b"] == 37

@@ -289,3 +289,34 @@ def test_model_card_carries_last_evaluation(tmp_path) -> None:
     card = (tmp_path / "README.md").read_text()
     assert "fairness" in card and "model-index" in card
     assert f"{metrics['eval_target_accuracy']:.4f}"[:5] in card
+
+
+def test_trainer_accepts_peft_config(tmp_path) -> None:
+    """Like TRL's trainers: `peft_config=` puts adapters on the encoder; heads train and are saved."""
+    from peft import LoraConfig, PeftModel
+
+    from hf_fairmtl.peft_utils import load_peft_model
+
+    train = Dataset.from_list(biased_rows(128, seed=10))
+    model = FairMTLModel(tabular_config())
+    frozen_before = model.encoder.layers[0].weight.detach().clone()
+    model.save_pretrained(tmp_path / "base")  # an adapter reloads onto the weights it was trained on
+    trainer = FairMTLTrainer(
+        model=model,
+        args=make_args(tmp_path, strategy="weighted", gradnorm=True, max_steps=5),
+        train_dataset=train,
+        peft_config=LoraConfig(r=4, target_modules=["layers.0", "layers.3"]),
+    )
+    assert isinstance(trainer.model, PeftModel)
+    trainer.train()
+    base = trainer.model.get_base_model()
+    torch.testing.assert_close(base.encoder.layers[0].base_layer.weight, frozen_before)  # frozen base weight
+    trainer.save_model(str(tmp_path / "adapter"))
+    reloaded = load_peft_model(str(tmp_path / "adapter"), base_model=str(tmp_path / "base")).eval()
+    trainer.model.eval()
+    features = torch.tensor(train[:8]["features"])
+    with torch.no_grad():
+        for got, expected in zip(
+            reloaded(features=features).logits, trainer.model(features=features).logits, strict=True
+        ):
+            torch.testing.assert_close(got, expected)

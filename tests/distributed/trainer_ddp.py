@@ -36,6 +36,7 @@ def main(output_file: str) -> None:
         strategy="weighted",
         gradnorm=True,
         per_device_train_batch_size=GLOBAL_BATCH // world_size,
+        per_device_eval_batch_size=8,
         max_steps=6,
         learning_rate=1e-2,
         logging_steps=1,
@@ -46,13 +47,22 @@ def main(output_file: str) -> None:
         disable_tqdm=True,
         seed=0,
     )
-    trainer = FairMTLTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows))
+    # An odd-sized evaluation set: the last batch is padded across ranks, and the padding must not be counted.
+    heldout = Dataset.from_list(biased_rows(37, seed=12, tasks=("target", "auxiliary", "unlabelled")))
+    trainer = FairMTLTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), eval_dataset=heldout)
     trainer.train()
+    metrics = trainer.evaluate()
     if trainer.is_world_process_zero():
         params = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
         logged = [entry for entry in trainer.state.log_history if "loss" in entry]
         torch.save(
-            {"params": params, "gradnorm": trainer.gradnorm.task_weights.clone(), "logs": logged, "world": world_size},
+            {
+                "params": params,
+                "gradnorm": trainer.gradnorm.task_weights.clone(),
+                "logs": logged,
+                "metrics": metrics,
+                "world": world_size,
+            },
             output_file,
         )
 
