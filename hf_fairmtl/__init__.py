@@ -5,6 +5,7 @@ from transformers import AutoConfig, AutoModel
 from .configuration_fairmtl import FairMTLConfig
 from .data import DataCollatorForFairMTL, TaskSource, build_multitask_dataset, fit_vocabularies
 from .modeling_fairmtl import FairMTLModel, FairMTLModelOutput
+from .teacher import TeacherCallback
 from .trainer import FairMTLTrainer, FairMTLTrainingArguments
 
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ __all__ = [
     "FairMTLTrainer",
     "FairMTLTrainingArguments",
     "TaskSource",
+    "TeacherCallback",
     "__version__",
     "build_multitask_dataset",
     "fit_vocabularies",

@@ -47,9 +47,17 @@ class GradNorm(nn.Module):
         self._reset_window()
 
     def _reset_window(self) -> None:
-        self._squared_grad_norms = torch.zeros(self.num_tasks)
-        self._loss_sums = torch.zeros(self.num_tasks)
-        self._loss_counts = torch.zeros(self.num_tasks)
+        # On the weights' device: the statistics are all-reduced, and NCCL reduces only GPU tensors.
+        device = self.weights.device
+        self._squared_grad_norms = torch.zeros(self.num_tasks, device=device)
+        self._loss_sums = torch.zeros(self.num_tasks, device=device)
+        self._loss_counts = torch.zeros(self.num_tasks, device=device)
+
+    def _apply(self, fn, recurse: bool = True):
+        # `.to(device)` moves parameters and buffers; the window's plain tensors follow, so they stay on one device.
+        module = super()._apply(fn, recurse)
+        self._reset_window()
+        return module
 
     @property
     def task_weights(self) -> torch.Tensor:
@@ -70,15 +78,15 @@ class GradNorm(nn.Module):
                 continue
             (grad,) = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
             if grad is not None:
-                self._squared_grad_norms[t] += grad.detach().float().pow(2).sum().cpu()
-            self._loss_sums[t] += loss.detach().float().cpu()
+                self._squared_grad_norms[t] += grad.detach().float().pow(2).sum()
+            self._loss_sums[t] += loss.detach().float()
             self._loss_counts[t] += 1
 
     def step(self) -> None:
         """Update the weights from the accumulated window, identically on every rank."""
         # Sum over ranks so each rank sees the statistics of the global batch and takes the same step.
         stats = all_reduce_sum(torch.stack([self._squared_grad_norms, self._loss_sums, self._loss_counts]))
-        squared_norms, loss_sums, counts = stats.to(self.weights.device)
+        squared_norms, loss_sums, counts = stats
         self._reset_window()
         present = counts > 0
         if not present.any():

@@ -83,12 +83,14 @@ class FairMTLTrainingArguments(TrainingArguments):
             "the task is made fair for. Default: every task, every protected attribute."
         },
     )
-    fairness_grad_to: str = field(
-        default="shared",
+    fairness_grad_to: str | None = field(
+        default=None,
         metadata={
             "help": "Which parameters the fairness gradient reaches: 'shared' (the encoder only; the head is held "
             "fixed inside the fairness term, which is what transfers fairness to tasks without demographics), "
-            "'heads', or 'all'. Not used by `mtaf`, which routes by MTA-F's rule.",
+            "'heads', or 'all'. Default: 'shared' for `weighted`; 'all' for `greedy` and `teacher`, whose chosen "
+            "fairness loss replaces the task loss and so must also train the head (as in L2T-FMT). Not used by "
+            "`mtaf`, which routes by MTA-F's rule.",
             "choices": list(FAIRNESS_GRAD_TARGETS),
         },
     )
@@ -122,6 +124,8 @@ class FairMTLTrainingArguments(TrainingArguments):
             self.fairness_loss = "eps_deo" if self.strategy == "weighted" else "robust_eo"
         if self.fairness_weight is None:
             self.fairness_weight = DEFAULT_FAIRNESS_WEIGHTS.get(self.fairness_loss, 1.0)
+        if self.fairness_grad_to is None:
+            self.fairness_grad_to = "all" if self.strategy in ("greedy", "teacher") else "shared"
         if self.fairness_loss_kwargs is None:
             self.fairness_loss_kwargs = {}
         if self.strategy not in STRATEGIES:
@@ -250,8 +254,12 @@ class FairMTLTrainer(Trainer):
             from .teacher import TeacherCallback
 
             existing = [cb for cb in self.callback_handler.callbacks if isinstance(cb, TeacherCallback)]
-            self.teacher_callback = existing[0] if existing else TeacherCallback.from_trainer(self)
-            if not existing:
+            if existing:
+                self.teacher_callback = existing[0]
+                if self.teacher_callback.trainer is not self:
+                    self.teacher_callback.bind(self)
+            else:
+                self.teacher_callback = TeacherCallback.from_trainer(self)
                 self.add_callback(self.teacher_callback)
 
     # ------------------------------------------------------------------ losses
