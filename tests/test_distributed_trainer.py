@@ -2,45 +2,26 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from .launching import accelerate_launch, run_processes
+
 SCRIPT = Path(__file__).parent / "distributed" / "trainer_ddp.py"
-REPO = Path(__file__).parent.parent
+TIMEOUT_S = 300
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def run(command: list[str], output: Path) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
-    try:
-        result = subprocess.run(
-            command + [str(SCRIPT), str(output)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-        )
-    except subprocess.TimeoutExpired as error:  # never hang the suite
-        pytest.fail(f"distributed run timed out: {error}")
-    assert result.returncode == 0, result.stderr[-4000:]
+def run(launcher: list[str], output: Path) -> dict:
+    run_processes([*launcher, str(SCRIPT), str(output)], TIMEOUT_S)
     return torch.load(output, weights_only=False)
 
 
 def test_two_processes_match_one(tmp_path) -> None:
     single = run([sys.executable], tmp_path / "single.pt")
-    launcher = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--main_process_port", str(free_port()), "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no",
-    ]  # fmt: skip
-    double = run(launcher, tmp_path / "double.pt")
+    double = run(accelerate_launch(2), tmp_path / "double.pt")
     assert double["world"] == 2 and single["world"] == 1
     for name, value in single["params"].items():
         torch.testing.assert_close(double["params"][name], value, rtol=1e-4, atol=1e-5, msg=name)

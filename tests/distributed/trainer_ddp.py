@@ -1,6 +1,7 @@
 """Train FairMTLTrainer (weighted + GradNorm) for a few steps; launched with 1 or 2 processes by the tests.
 
-Usage: python tests/distributed/trainer_ddp.py OUTPUT_FILE   (or under `accelerate launch`/`torchrun`)
+Usage (repository root on PYTHONPATH): python tests/distributed/trainer_ddp.py OUTPUT_FILE, or the same under
+`accelerate launch`/`torchrun`.
 The global batch is 16 rows whatever the world size; rank 0 writes the final parameters, GradNorm weights and
 the logged losses to OUTPUT_FILE.
 """
@@ -14,11 +15,9 @@ import tempfile
 import torch
 from datasets import Dataset
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from hf_fairmtl import FairMTLModel  # noqa: E402
-from hf_fairmtl.trainer import FairMTLTrainer, FairMTLTrainingArguments  # noqa: E402
-from tests.synthetic import biased_rows, tabular_config  # noqa: E402
+from hf_fairmtl import FairMTLModel
+from hf_fairmtl.trainer import FairMTLTrainer, FairMTLTrainingArguments
+from tests.synthetic import biased_rows, tabular_config
 
 GLOBAL_BATCH = 16
 
