@@ -301,8 +301,16 @@ class FairMTLTrainer(Trainer):
         head = _base_model(self.model).heads[self.fairmtl_config.tasks[task_index]]
         if route == "heads":
             return head(shared.detach())
-        frozen = {name: param.detach() for name, param in head.named_parameters()}
-        return torch.func.functional_call(head, frozen, (shared,))
+        # The head's weights enter this graph as constants: cheaper than torch.func.functional_call, and the flags
+        # are restored before any backward, so the main graph (recorded with them on) is untouched.
+        trainable = [param for param in head.parameters() if param.requires_grad]
+        for param in trainable:
+            param.requires_grad_(False)
+        try:
+            return head(shared)
+        finally:
+            for param in trainable:
+                param.requires_grad_(True)
 
     def task_objective_terms(
         self, task_index: int, logits: torch.Tensor, labels: torch.Tensor, group_labels: torch.Tensor | None
