@@ -1,0 +1,137 @@
+"""Run directories, the summary table and `report.md` with its plots, from a tiny run through the CLI's code path."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from hf_fairmtl import FairMTLConfig
+from hf_fairmtl.main_job import DataArguments, ExperimentArguments, ModelArguments, run_experiment
+from hf_fairmtl.report import (
+    RunInfo,
+    format_table,
+    group_rates,
+    load_run,
+    save_method_result,
+    summary_rows,
+    write_report,
+    write_run_info,
+)
+
+from .test_cli import write_tables
+
+PLOTS = (
+    "accuracy_eo.png",
+    "teacher_actions.png",
+    "gradnorm_weights.png",
+    "training_losses.png",
+    "group_rates_target.png",
+    "group_rates_auxiliary.png",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Three methods x two seeds of a tiny tabular model, trained by `run_experiment` (the code `train` runs)."""
+    folder = tmp_path_factory.mktemp("report")
+    tables = write_tables(folder)
+    data_args = DataArguments(
+        train_files=[str(tables["target"]), str(tables["auxiliary"])],
+        test_files=[str(tables["test"])],
+        task_columns={"target": "target", "auxiliary": "auxiliary"},
+        attribute_columns={"gender": "gender"},
+        feature_columns=["x1", "x2", "x3"],
+        categorical_columns=["colour"],
+    )
+    training = {
+        "output_dir": str(folder / "run"),
+        "max_steps": 8,
+        "logging_steps": 2,
+        "per_device_train_batch_size": 32,
+        "learning_rate": 1e-2,
+        "teacher_interval": 2,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "use_cpu": True,  # what the CLI sets on a machine without an accelerator
+    }
+    run_experiment(
+        data_args,
+        ModelArguments(tabular_hidden_sizes=[16]),
+        ExperimentArguments(make_report=False),
+        training,
+        methods=["vanilla", "weighted", "teacher+gradnorm"],
+        seeds=[0, 1],
+        printer=lambda text: None,
+    )
+    return folder / "run"
+
+
+def test_report_renders_nontrivial_plots(tiny_run) -> None:
+    import matplotlib.image
+
+    report = write_report(tiny_run)
+    text = report.read_text()
+    for name in PLOTS:
+        path = tiny_run / "plots" / name
+        assert path.is_file(), name
+        assert f"plots/{name}" in text, name
+        assert path.stat().st_size > 10_000, name  # a real figure, not an empty canvas
+        pixels = matplotlib.image.imread(path)[..., :3].reshape(-1, 3)
+        colours = np.unique((pixels * 255).astype(np.uint8), axis=0)
+        assert len(colours) > 50 and pixels.std() > 0.05, name  # drawn content: bars, boxes, text
+    assert "| teacher+gradnorm | target | gender |" in text
+    assert "± " in text  # two seeds: mean ± std
+    assert "trained WITHOUT demographic labels" in text  # the target task's note
+
+
+def test_run_directory_holds_what_the_report_needs(tiny_run) -> None:
+    run = load_run(tiny_run)
+    assert run.methods == ["vanilla", "weighted", "teacher+gradnorm"] and run.info.seeds == [0, 1]
+    assert len(run.results) == 6
+    teacher = [r for r in run.results if r.method == "teacher+gradnorm"]
+    assert all(r.teacher and r.teacher["tasks"] == ["target", "auxiliary"] for r in teacher)
+    steps = [step for step, _ in teacher[0].teacher["history"]]
+    assert steps[0] == 0 and steps[1:] == list(range(2, 9, 2))  # initial decision, then every 2 steps
+    weights = [e for e in teacher[0].log_history if "target_gradnorm_weight" in e]
+    assert weights and all(
+        e["target_gradnorm_weight"] + e["auxiliary_gradnorm_weight"] == pytest.approx(2.0, abs=1e-3) for e in weights
+    )
+    assert run.info.settings["train rows"] + run.info.settings["validation rows"] == 320
+
+
+def test_summary_rows_mean_and_std_over_seeds(tmp_path) -> None:
+    config = FairMTLConfig(
+        tasks=["topic"],
+        num_labels={"topic": 3},
+        protected_attributes=["g"],
+        group_vocab={"g": ["a", "b"]},
+        num_features=2,
+    )
+    write_run_info(tmp_path, RunInfo.from_config(config, ["m"], [0, 1]))
+    for seed, (accuracy, eo) in enumerate([(0.5, 0.2), (0.7, 0.4)]):
+        metrics = {"eval_topic_accuracy": accuracy, "eval_topic_g_eo_violation": eo}
+        metrics |= {"eval_topic_g_tpr_gap": eo / 2, "eval_topic_g_fpr_gap": eo / 2}
+        # Multi-class per-group rates: one-vs-rest per class; a NaN class (no positives) is skipped.
+        metrics |= {f"eval_topic_g_tpr_a_{c}": v for c, v in enumerate([0.2, 0.4, math.nan])}
+        metrics |= {f"eval_topic_g_tpr_b_{c}": v for c, v in enumerate([0.6, 0.8, 1.0])}
+        save_method_result(tmp_path, "m", seed, metrics)
+    (row,) = summary_rows(load_run(tmp_path))
+    assert row["accuracy"] == pytest.approx(0.6) and row["accuracy_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert row["eo_violation"] == pytest.approx(0.3) and row["tpr_gap"] == pytest.approx(0.15)
+    table = format_table([row])
+    assert "0.600 ± 0.141" in table and "0.300 ± 0.141" in table
+    rates = group_rates(load_run(tmp_path), "m", "topic", "g")
+    np.testing.assert_allclose(rates["tpr"], [[0.3, 0.8], [0.3, 0.8]])
+    assert np.isnan(rates["fpr"]).all()  # not reported: NaN, drawn as an empty bar
+
+
+def test_load_run_errors_name_the_problem(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="run.json"):
+        load_run(tmp_path)
+    (tmp_path / "run.json").write_text(json.dumps({"tasks": ["t"]}))
+    with pytest.raises(ValueError, match="not a run description"):
+        load_run(tmp_path)
