@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_INDEX ?=
 PIP_INSTALL := $(BIN)/pip install -q -c constraints-cpu.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
-.PHONY: install test test-all main lint bench clean
+.PHONY: install test test-all main report lint bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test-all: install
 
 main: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/hf-fairmtl train
+
+report: install
+	$(BIN)/hf-fairmtl report runs/default
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
