@@ -310,7 +310,8 @@ def scatter_plot(
     figure, axis = plt.subplots(figsize=(6.4, 4.6), dpi=110)
     for point in points:
         x, y = point["x"], point["y"]
-        if not (math.isfinite(x["mean"]) and math.isfinite(y["mean"])):
+        values = (x["mean"], y["mean"], x["std"], y["std"])
+        if any(v is None or not math.isfinite(v) for v in values):  # NaN is null in the JSON files
             continue
         axis.errorbar(
             x["mean"],

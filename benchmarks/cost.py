@@ -602,6 +602,7 @@ def plot(payload: dict[str, Any], path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     timing = [e for e in payload["timing"] if e["setting"]["num_groups"] == 2]
     encoders = [enc for enc in ENCODERS if any(e["setting"]["encoder"] == enc for e in timing)]
@@ -621,6 +622,7 @@ def plot(payload: dict[str, Any], path: Path) -> Path | None:
             axis.axhline(target, linestyle=":", linewidth=1, color="grey")
         axis.axhline(1.0, color="black", linewidth=0.8)
         axis.set_xscale("log")
+        axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         axis.set_xticks(tasks, [str(t) for t in tasks])
         axis.set_xlabel("number of tasks T")
         axis.set_ylabel("step time ÷ plain Trainer (CPU)")

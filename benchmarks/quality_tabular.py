@@ -299,8 +299,8 @@ def plot(payload: dict[str, Any], path: Path) -> Path:
         points,
         "AREO (EO violation ÷ STL's; lower is fairer)",
         "ARA (accuracy ÷ STL's; higher is better)",
-        f"{payload['settings']['dataset']}: mean ± std over {len(payload['settings']['seeds'])} seeds "
-        "(x = L2T-FMT paper, ACS-PUMS)",
+        f"{payload['settings']['dataset']}\nmean ± std over {len(payload['settings']['seeds'])} seeds; "
+        "x = L2T-FMT paper (ACS-PUMS)",
         path,
         reference=(1.0, 1.0),
     )

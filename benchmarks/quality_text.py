@@ -331,7 +331,7 @@ def plot(payload: dict[str, Any], path: Path) -> Path | None:
         points,
         "ε-DEO of the target task over pronoun gender (lower is fairer)",
         "target task accuracy",
-        f"BUG occupation (10 classes) with MiniLM: mean ± std over {len(payload['settings']['seeds'])} seeds",
+        f"BUG occupation (10 classes), MiniLM\nmean ± std over {len(payload['settings']['seeds'])} seeds",
         path,
     )
 

@@ -8,21 +8,22 @@ From the repository root:
     python -m benchmarks.run --only cost             # one part: cost, tabular, text (comma-separated)
 
 Each part writes `benchmarks/results/{part}[_quick].json|.md|.png` with this command at the top; the index
-`benchmarks/results/run[_quick].md` collects the headline numbers. `--smoke` runs every part on tiny settings
-(seconds; the test suite uses it) and is not meant for numbers.
+`benchmarks/results/run[_quick].md` collects the headline numbers. `--rerender` rewrites the markdown and plots
+of existing results from their JSON (same flags otherwise), without running anything. `--smoke` runs every part
+on tiny settings (seconds; the test suite uses it) and is not meant for numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks import cost, quality_tabular, quality_text
-from benchmarks.common import RESULTS_DIR, command_string, cpu_seconds, format_mean_std, load_snapshot, markdown_table
+from benchmarks.common import RESULTS_DIR, command_string, format_mean_std, markdown_table
 
 PARTS = ("cost", "tabular", "text")
 SMOKE_ARGS = {
@@ -85,6 +86,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--acs_states", default="CA")
     parser.add_argument("--acs_year", type=int, default=2018)
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="rewrite the markdown files and plots of existing results from their JSON (after editing a report)",
+    )
     return parser.parse_args(argv)
 
 
@@ -118,6 +124,46 @@ def headline(payloads: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+MODULES = {"cost": cost, "tabular": quality_tabular, "text": quality_text, "acs": quality_tabular}
+STEMS = {"cost": "cost", "tabular": "quality_tabular", "text": "quality_text", "acs": "quality_acs"}
+
+
+def write_index(payloads: dict[str, dict[str, Any]], command: str, suffix: str, output_dir: Path) -> Path:
+    """`run{suffix}.md`: the command, the total time and load (from the parts' metadata) and the headline numbers."""
+    metas = [payload["meta"] for payload in payloads.values()]
+    wall = sum(meta["duration_s"] for meta in metas)
+    cpu = sum(meta.get("cpu_s", float("nan")) for meta in metas)
+    lines = ["# Benchmark headline numbers", "", "Made with (from the repository root):", "", "```", command, "```", ""]
+    lines += [
+        f"Wall time {wall / 60:.1f} min, CPU time {cpu / 60:.1f} min (≈ the wall time on an idle machine: one torch "
+        f"thread, one process at a time); load average before {metas[0]['load_before']['loadavg']}, after "
+        f"{metas[-1]['load_after']['loadavg']} (2 cores shared with other jobs).",
+        "",
+    ]
+    lines += [f"Details: `{STEMS[part]}{suffix}.md` / `.json` next to this file." for part in payloads]
+    lines += ["", *headline(payloads)]
+    index = output_dir / f"run{suffix}.md"
+    index.write_text("\n".join(lines).rstrip() + "\n")
+    return index
+
+
+def rerender(parts: Sequence[str], suffix: str, output_dir: Path) -> dict[str, dict[str, Any]]:
+    """Rewrite the markdown, plots and index of existing results from their JSON, without running anything."""
+    payloads = {}
+    for part in [*parts, "acs"]:
+        path = output_dir / f"{STEMS[part]}{suffix}.json"
+        if not path.is_file():
+            continue
+        payload = json.loads(path.read_text())
+        module = MODULES[part]
+        (output_dir / f"{STEMS[part]}{suffix}.md").write_text(module.render_markdown(payload).rstrip() + "\n")
+        module.plot(payload, output_dir / f"{STEMS[part]}{suffix}.png")
+        payloads[part] = payload
+    if payloads:
+        print("rewrote", write_index(payloads, next(iter(payloads.values()))["meta"]["command"], suffix, output_dir))
+    return payloads
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     """Run the selected benchmark parts; return their payloads by part name."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -127,34 +173,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise ValueError(f"Unknown part(s) {unknown}; choose among {PARTS}")
+    suffix = "_smoke" if args.smoke else "_quick" if args.quick else ""
+    if args.rerender:
+        return rerender(parts, suffix, args.output_dir)
     common = ["--output-dir", str(args.output_dir)]
     if args.quick:
         common.append("--quick")
-    suffix = "_smoke" if args.smoke else "_quick" if args.quick else ""
-    modules = {"cost": cost, "tabular": quality_tabular, "text": quality_text}
-    stems = {"cost": "cost", "tabular": "quality_tabular", "text": "quality_text"}
     payloads: dict[str, dict[str, Any]] = {}
-    start, cpu_start, load_before = time.perf_counter(), cpu_seconds(), load_snapshot()
     for part in parts:
-        extra = (SMOKE_ARGS[part] if args.smoke else []) + ["--stem", stems[part] + suffix]
-        payloads[part] = modules[part].main(common + extra, command=command)
+        extra = (SMOKE_ARGS[part] if args.smoke else []) + ["--stem", STEMS[part] + suffix]
+        payloads[part] = MODULES[part].main(common + extra, command=command)
     if args.acs_root_dir and "tabular" in parts:
         acs = ["--acs_root_dir", args.acs_root_dir, "--acs_states", args.acs_states, "--acs_year", str(args.acs_year)]
-        extra = (SMOKE_ARGS["tabular"] if args.smoke else []) + ["--stem", "quality_acs" + suffix]
+        extra = (SMOKE_ARGS["tabular"] if args.smoke else []) + ["--stem", STEMS["acs"] + suffix]
         payloads["acs"] = quality_tabular.main(common + acs + extra, command=command)
-    index = args.output_dir / f"run{suffix}.md"
-    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
-    lines = ["# Benchmark headline numbers", "", "Made with (from the repository root):", "", "```", command, "```", ""]
-    lines += [
-        f"Wall time {wall / 60:.1f} min, CPU time {cpu / 60:.1f} min (≈ the wall time on an idle machine: one torch "
-        f"thread, one process at a time); load average before {load_before['loadavg']}, after "
-        f"{load_snapshot()['loadavg']} (2 cores shared with other jobs).",
-        "",
-    ]
-    lines += [f"Details: `{stems.get(p, 'quality_acs')}{suffix}.md` / `.json` next to this file." for p in payloads]
-    lines += ["", *headline(payloads)]
-    index.write_text("\n".join(lines).rstrip() + "\n")
-    print("wrote", index)
+    print("wrote", write_index(payloads, command, suffix, args.output_dir))
     return payloads
 
 

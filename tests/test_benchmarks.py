@@ -32,6 +32,11 @@ def test_run_smoke_writes_every_result_with_finite_numbers(tmp_path) -> None:
         assert (tmp_path / f"{stem}.png").stat().st_size > 0
         assert len(data["meta"]["load_before"]["loadavg"]) == 3
     assert "Benchmark headline numbers" in (tmp_path / "run_smoke.md").read_text()
+    # --rerender rebuilds the reports from the JSON alone, identically.
+    report = (tmp_path / "quality_tabular_smoke.md").read_text()
+    (tmp_path / "quality_tabular_smoke.md").unlink()
+    assert set(run.main(["--smoke", "--rerender", "--output-dir", str(tmp_path)])) == {"cost", "tabular", "text"}
+    assert (tmp_path / "quality_tabular_smoke.md").read_text() == report
 
     cost = payloads["cost"]
     (timing,) = cost["timing"]
