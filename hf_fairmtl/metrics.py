@@ -189,7 +189,8 @@ def make_compute_metrics(
     accuracy, for every attribute (intersectional ones as `"gender*race"`), plus `mean_accuracy` and
     `mean_eo_violation` (mean over the tasks × attributes with at least two groups present; a convenient
     `metric_for_best_model` with `greater_is_better=False`). Rows labelled -100 for a task are left out of
-    that task, and a task with no labelled row gets no keys at all. When `label_ids` has no group column only
+    that task, a task with no labelled row gets no keys at all, and a task × attribute whose labelled rows
+    have no known group gets no `{task}_{attr}_*` keys. When `label_ids` has no group column only
     the accuracies are reported. Trainer adds the `eval_` prefix.
 
     Args:
@@ -234,19 +235,22 @@ def make_compute_metrics(
             if group_labels is None:
                 continue
             for attr in attributes:
-                group_ids = attribute_group_ids(config, group_labels, attr)
+                group_ids = attribute_group_ids(config, group_labels, attr)[labelled]
+                if not (group_ids >= 0).any():
+                    # No labelled row of this task has a known group (a target task in the transfer setting,
+                    # evaluated on training-like rows): no figures, rather than empty per-group NaNs and zero gaps.
+                    continue
                 figures = fairness_metrics(
                     y_true[labelled],
                     y_pred[labelled],
-                    group_ids[labelled],
+                    group_ids,
                     num_classes=config.task_num_labels[task],
                     group_names=names[attr],
                     alpha=alpha,
                 )
                 figures.pop("accuracy")
                 results.update({f"{task}_{attr}_{key}": value for key, value in figures.items()})
-                known = group_ids[labelled]
-                if np.unique(known[known >= 0]).size >= 2:  # a gap needs two groups to mean anything
+                if np.unique(group_ids[group_ids >= 0]).size >= 2:  # a gap needs two groups to mean anything
                     violations.append(figures["eo_violation"])
         accuracies = [results[f"{task}_accuracy"] for task in tasks if f"{task}_accuracy" in results]
         if accuracies:

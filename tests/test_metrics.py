@@ -228,3 +228,20 @@ def test_task_without_labels_gets_no_keys_and_stays_out_of_means():
     assert out["mean_accuracy"] == out["target_accuracy"]
     assert out["mean_eo_violation"] == out["target_g_eo_violation"]
     assert all(math.isfinite(value) for key, value in out.items() if "gap" in key or "violation" in key)
+
+
+def test_task_without_known_groups_gets_no_group_keys():
+    """The transfer setting's target task evaluated on training-like rows: labels, but no group known."""
+    config = FairMTLConfig(
+        tasks=["target", "auxiliary"], protected_attributes=["g"], group_vocab={"g": ["a", "b"]}, num_features=2
+    )
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, (40, 2))
+    labels[:20, 1] = -100  # rows 0-19: target only, group unknown; rows 20-39: auxiliary only, group known
+    labels[20:, 0] = -100
+    groups = np.concatenate([np.full(20, -1), rng.integers(0, 2, 20)])[:, None]
+    predictions = (rng.normal(size=(40, 2)), rng.normal(size=(40, 2)))
+    out = make_compute_metrics(config)(EvalPrediction(predictions=predictions, label_ids=(labels, groups)))
+    assert "target_accuracy" in out and not any(key.startswith("target_g_") for key in out)
+    assert "auxiliary_g_eo_violation" in out
+    assert out["mean_eo_violation"] == out["auxiliary_g_eo_violation"]
