@@ -86,6 +86,10 @@ class FairMTLConfig(PretrainedConfig):
         self.classifier_dropout = classifier_dropout
         self.feature_encoding = feature_encoding
         super().__init__(**kwargs)
+        # The model pads with its encoder's padding id; declaring it keeps Trainer from "aligning" the config with
+        # the tokenizer (and warning about it) at every run.
+        if self.encoder is not None and getattr(self, "pad_token_id", None) is None:
+            self.pad_token_id = self.encoder.get("pad_token_id")
         self._validate()
 
     @property
