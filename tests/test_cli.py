@@ -232,3 +232,23 @@ def test_default_train_smoke(tmp_path) -> None:
     assert (method_dir(run_dir, "teacher+gradnorm", 42) / "teacher_actions.json").is_file()
     assert "occupation" in result.stdout and "TPR gap" in result.stdout and "FPR gap" in result.stdout
     assert (run_dir / "report.md").is_file() and (run_dir / "plots" / "teacher_actions.png").is_file()
+
+
+def test_train_under_accelerate_launch_with_two_processes(tmp_path) -> None:
+    """The same CLI under `accelerate launch` (2 gloo processes): one table, one run directory, every test row."""
+    from .launching import accelerate_launch, run_processes
+
+    run_dir = tmp_path / "run"
+    output = run_processes(
+        accelerate_launch(2)
+        + ["-m", "hf_fairmtl.cli", "train", "--dataset", "census", "--max_steps", "4", "--max_rows", "512"]
+        + ["--max_test_rows", "255", "--methods", "vanilla", "teacher+gradnorm", "--teacher_interval", "2"]
+        + ["--output_dir", str(run_dir)],
+        timeout_s=300,
+    )
+    assert output.count("TPR gap") == 1  # only the main process prints
+    for method in ("vanilla", "teacher+gradnorm"):
+        metrics = json.loads((method_dir(run_dir, method, 42) / METRICS_FILE).read_text())
+        # 255 rows over 2 ranks: the padded duplicate row is not counted.
+        assert metrics["eval_income_sex_count_female"] + metrics["eval_income_sex_count_male"] == 255
+    assert (run_dir / "report.md").is_file()
