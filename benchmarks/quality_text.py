@@ -17,7 +17,9 @@ Figures: the target task on its held-out rows, whose `gender` the test source ke
 * STL oracle: a single-task model of `occupation` trained with its *own* gender labels (the training source
   re-declared with its `gender` column, which the loader keeps in the table) and ε-DEO on it (λ = 10): what
   having the target's demographics would buy.
-* STL without fairness (on request, `--methods`): the single-task model without a fairness loss, for reference.
+* On request: `STL without fairness` (`--methods`), the single-task model without a fairness loss, and the
+  transfer objective at other weights (`--transfer_weights 1 3` adds `Transfer: ε-DEO on auxiliary only (λ=1)`,
+  ...).
 
 All runs: same batch size, number of optimizer steps, learning rate; the fairness gradient reaches the shared
 encoder only (the trainer's default `fairness_grad_to="shared"`).
@@ -104,6 +106,13 @@ MODES = {
 
 
 # ----------------------------------------------------------------------------------------------- text transfer
+
+
+def transfer_method(weight: float) -> str:
+    """Name of the transfer method at fairness weight λ = `weight`, added to `TEXT_METHODS` on first use."""
+    name = f"{TRANSFER} (λ={weight:g})"
+    TEXT_METHODS.setdefault(name, (False, False, {**TEXT_METHODS[TRANSFER][2], "fairness_weight": weight}))
+    return name
 
 
 def run_transfer(
@@ -346,6 +355,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     parser.add_argument("--methods", default=None, help="comma-separated subset of: " + ", ".join(TEXT_METHODS))
+    parser.add_argument(
+        "--transfer_weights",
+        type=float,
+        nargs="+",
+        default=[],
+        help="also run the transfer method at these fairness weights λ (the default transfer run uses λ = 10)",
+    )
     parser.add_argument("--census_rows", type=int, default=None)
     parser.add_argument("--census_test_rows", type=int, default=None)
     parser.add_argument("--census_epochs", type=float, default=None)
@@ -385,7 +401,10 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> dict[
         return value if value is not None else defaults[name]
 
     seeds = list(range(pick("seeds")))
-    methods = defaults["methods"] if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = (
+        list(defaults["methods"]) if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    )
+    methods += [transfer_method(weight) for weight in args.transfer_weights]
     unknown = [m for m in methods if m not in TEXT_METHODS]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown}; known: {list(TEXT_METHODS)}")

@@ -73,3 +73,14 @@ def test_run_smoke_writes_every_result_with_finite_numbers(tmp_path) -> None:
         for figures in block.values():
             assert _finite(figures["accuracy"]["mean"])
             assert _finite(figures["sex*race_eo_violation"]["mean"])
+
+
+def test_transfer_method_at_another_weight() -> None:
+    quality_text = run.quality_text
+    name = quality_text.transfer_method(3.0)
+    assert name == f"{quality_text.TRANSFER} (λ=3)"
+    single_task, gender_on_target, overrides = quality_text.TEXT_METHODS[name]
+    assert (single_task, gender_on_target) == (False, False)
+    default_transfer = quality_text.TEXT_METHODS[quality_text.TRANSFER][2]
+    assert overrides == {**default_transfer, "fairness_weight": 3.0}
+    assert "fairness_weight" not in default_transfer  # the default transfer run keeps the trainer's λ
