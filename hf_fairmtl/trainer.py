@@ -280,7 +280,6 @@ class FairMTLTrainer(Trainer):
         logits: torch.Tensor,
         labels: torch.Tensor,
         group_labels: torch.Tensor | None,
-        row_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """F_t: the task's fairness loss averaged over its fairness attributes (0 with a graph if none)."""
         task = self.fairmtl_config.tasks[task_index]
@@ -290,8 +289,6 @@ class FairMTLTrainer(Trainer):
         terms = []
         for attr in attrs:
             groups = self._group_ids(group_labels, attr, labels.shape[0], labels.device)
-            if row_mask is not None:
-                groups = torch.where(row_mask, groups, torch.full_like(groups, -1))
             terms.append(self.fairness_losses[task][_module_key(attr)](logits, labels, groups))
         return torch.stack(terms).mean()
 
@@ -423,15 +420,18 @@ class FairMTLTrainer(Trainer):
         labels: torch.Tensor,
         group_labels: torch.Tensor | None,
     ) -> torch.Tensor:
-        """MTA-F routing: fairness of rows labelled only for this task → its head; other rows → shared layers."""
+        """MTA-F routing: fairness of rows labelled only for this task → its head; other rows → shared layers.
+
+        One fairness loss over the whole batch, on logits whose rows come from the head-only route (task-exclusive
+        rows) or the shared-only route (the rest): each row's gradient goes where MTA-F sends it, the group
+        statistics are those of the full batch, and a stateful loss (eps_deo) updates its estimates once per batch.
+        """
         labelled = labels != IGNORE_INDEX
         exclusive = labelled[:, task_index] & (labelled.sum(dim=1) == 1)
-        task_labels = labels[:, task_index]
         head_logits = self._routed_logits(task_index, shared, logits, "heads")
         shared_logits = self._routed_logits(task_index, shared, logits, "shared")
-        head_term = self._fairness_loss(task_index, head_logits, task_labels, group_labels, row_mask=exclusive)
-        shared_term = self._fairness_loss(task_index, shared_logits, task_labels, group_labels, row_mask=~exclusive)
-        return head_term + shared_term
+        routed = torch.where(exclusive.unsqueeze(-1), head_logits, shared_logits)
+        return self._fairness_loss(task_index, routed, labels[:, task_index], group_labels)
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
         """Per-task label counts over the accumulation window and all ranks (`[T]`)."""

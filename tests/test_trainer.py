@@ -281,6 +281,32 @@ def test_degenerate_batches_train_without_nan(tmp_path) -> None:
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+@pytest.mark.parametrize("rows_kind", ["exclusive", "shared", "mixed"])
+def test_mtaf_routes_each_rows_fairness_gradient_and_updates_estimates_once(rows_kind, tmp_path) -> None:
+    """Rows labelled only for the task: fairness reaches its head alone; other rows: the shared encoder alone."""
+    torch.manual_seed(0)
+    model = FairMTLModel(tabular_config())
+    trainer = FairMTLTrainer(model=model, args=make_args(tmp_path, strategy="mtaf", fairness_loss="eps_deo"))
+    exclusive = biased_rows(64, seed=0, label_tasks=("target",))
+    both = biased_rows(64, seed=1)
+    rows = {"exclusive": exclusive, "shared": both, "mixed": exclusive[:32] + both[:32]}[rows_kind]
+    batch = trainer.data_collator(rows)
+    shared = model.encode(features=batch["features"])
+    loss = trainer._mtaf_fairness(0, shared, model.heads["target"](shared), batch["labels"], batch["group_labels"])
+    assert loss.item() > 0
+    loss.backward()
+    head_grad = model.heads["target"].out_proj.weight.grad
+    head_moved = head_grad is not None and bool(head_grad.abs().sum() > 0)
+    encoder_moved = any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.encoder.parameters())
+    assert (head_moved, encoder_moved) == {
+        "exclusive": (True, False),
+        "shared": (False, True),
+        "mixed": (True, True),
+    }[rows_kind]
+    # One fairness loss over the whole batch: a stateful loss updates its running estimates once per batch.
+    assert int(trainer.fairness_losses["target"]["group"].num_updates) == 1
+
+
 def test_model_card_carries_last_evaluation(tmp_path) -> None:
     train = Dataset.from_list(biased_rows(128, seed=9))
     trainer = train_tabular(tmp_path, train, train, strategy="weighted", max_steps=3)
