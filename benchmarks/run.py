@@ -134,10 +134,17 @@ def write_index(payloads: dict[str, dict[str, Any]], command: str, suffix: str, 
     wall = sum(meta["duration_s"] for meta in metas)
     cpu = sum(meta.get("cpu_s", float("nan")) for meta in metas)
     lines = ["# Benchmark headline numbers", "", "Made with (from the repository root):", "", "```", command, "```", ""]
+    remade = {part: payload["meta"]["command"] for part, payload in payloads.items()}
+    remade = {part: part_command for part, part_command in remade.items() if part_command != command}
+    if remade:  # a part re-run on its own since (e.g. after a fix): say so rather than pass it off as this run's
+        lines += ["Parts re-run on their own since:", ""]
+        lines += [f"- `{STEMS[part]}{suffix}`: `{part_command}`" for part, part_command in remade.items()]
+        lines += [""]
     lines += [
-        f"Wall time {wall / 60:.1f} min, CPU time {cpu / 60:.1f} min (≈ the wall time on an idle machine: one torch "
-        f"thread, one process at a time); load average before {metas[0]['load_before']['loadavg']}, after "
-        f"{metas[-1]['load_after']['loadavg']} (2 cores shared with other jobs).",
+        f"Wall time {wall / 60:.1f} min, CPU time {cpu / 60:.1f} min (sums over the parts; ≈ the wall time on an "
+        "idle machine: one torch thread, one process at a time); load average before "
+        f"{metas[0]['load_before']['loadavg']}, after {metas[-1]['load_after']['loadavg']} (2 cores shared with other "
+        "jobs).",
         "",
     ]
     lines += [f"Details: `{STEMS[part]}{suffix}.md` / `.json` next to this file." for part in payloads]
