@@ -893,7 +893,12 @@ class TeacherCallback(TrainerCallback):
 
     def _apply(self, step: int, actions: Sequence[int]) -> list[int]:
         """Make the actions identical on every rank (rank 0's), record them and hand them to the trainer."""
-        actions = [int(a) for a in actions]
+        # A task without fairness attributes has no fairness loss to switch to (the trainer trains its accuracy loss
+        # whatever the action), so an explored fairness action would only misreport what was trained.
+        actions = [
+            int(a) if self.fairness_attributes[task] else ACCURACY_ACTION
+            for task, a in zip(self.tasks, actions, strict=True)
+        ]
         if is_distributed():
             decided = torch.tensor(actions, dtype=torch.long, device=self.device)
             dist.broadcast(decided, src=0)

@@ -274,6 +274,17 @@ def test_callback_drives_actions_and_logs(tmp_path) -> None:
     assert all(0.0 < acc <= 1.0 for acc in callback.teacher.best_accuracy)
 
 
+def test_task_without_fairness_attributes_always_records_accuracy(tmp_path) -> None:
+    """Exploring every decision: only the task with a fairness loss can be sent to it."""
+    trainer = small_trainer(tmp_path, teacher_epsilon=1.0, fairness_attributes={"auxiliary": ["group"]})
+    trainer.train()
+    history = trainer.teacher_callback.action_history
+    assert all(actions[0] == ACCURACY_ACTION for _, actions in history)
+    assert any(actions[1] == FAIRNESS_ACTION for _, actions in history)
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logs and not any("target_fairness_loss" in entry for entry in logs)
+
+
 def test_settings_come_from_arguments_unless_overridden(tmp_path) -> None:
     trainer = small_trainer(tmp_path, teacher_interval=7, teacher_gamma=0.5, teacher_state_size=16)
     callback = trainer.teacher_callback
