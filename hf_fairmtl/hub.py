@@ -34,6 +34,7 @@ from torch import nn
 from transformers import TrainingArguments
 
 from .configuration_fairmtl import INTERSECTION_SEPARATOR, FairMTLConfig
+from .metrics import GAP_METRIC_TITLES
 from .modeling_fairmtl import FairMTLModel
 from .teacher import FAIRNESS_ACTION
 
@@ -52,14 +53,7 @@ TEMPLATE_NAME = "fairmtl_card.md"
 MISSING = "–"
 
 # (metric key suffix, column title); `eval_{task}_{attr}_{suffix}`.
-GAP_METRICS = (
-    ("tpr_gap", "TPR gap"),
-    ("fpr_gap", "FPR gap"),
-    ("eo_violation", "EO violation"),
-    ("dp_gap", "DP gap"),
-    ("eps_deo", "ε-DEO"),
-    ("rms_tpr_gap", "RMS TPR gap"),
-)
+GAP_METRICS = tuple(GAP_METRIC_TITLES.items())
 # (metric key stem, column title); `eval_{task}_{attr}_{stem}_{group}` (multi-class: `..._{group}_{class}`).
 GROUP_METRICS = (("tpr", "TPR"), ("fpr", "FPR"), ("selection_rate", "Selection rate"))
 # Per-group example count, `eval_{task}_{attr}_count_{group}`; shown next to the rates it qualifies.
@@ -72,7 +66,7 @@ OVERALL_METRICS = (
     ("AREO", "AREO (EO violation relative to single-task models)"),
 )
 # Gaps that also go into the model-index metadata (shown on the model page), with their display names.
-MODEL_INDEX_GAPS = {"eo_violation": "EO violation", "tpr_gap": "TPR gap", "fpr_gap": "FPR gap", "dp_gap": "DP gap"}
+MODEL_INDEX_GAPS = {key: GAP_METRIC_TITLES[key] for key in ("eo_violation", "tpr_gap", "fpr_gap", "dp_gap")}
 
 STRATEGIES = {
     "vanilla": ("Vanilla MTL", "the task losses only, no fairness term"),

@@ -39,7 +39,16 @@ from .modeling_fairmtl import IGNORE_INDEX
 FAIRNESS_METRIC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fairness_metric")
 """Folder of the local `evaluate` module: `evaluate.load(FAIRNESS_METRIC_PATH)` works offline."""
 
-GAP_METRICS = ("tpr_gap", "fpr_gap", "eo_violation", "dp_gap", "eps_deo", "rms_tpr_gap")
+GAP_METRIC_TITLES = {
+    "tpr_gap": "TPR gap",
+    "fpr_gap": "FPR gap",
+    "eo_violation": "EO violation",
+    "dp_gap": "DP gap",
+    "eps_deo": "ε-DEO",
+    "rms_tpr_gap": "RMS TPR gap",
+}
+"""Every gap metric of [`fairness_metrics`] (key suffix) with the title reports and model cards show for it."""
+GAP_METRICS = tuple(GAP_METRIC_TITLES)
 
 
 def _rate(hits: np.ndarray, total: np.ndarray) -> np.ndarray:

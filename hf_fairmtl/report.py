@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .configuration_fairmtl import FairMTLConfig
+from .metrics import GAP_METRIC_TITLES
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
@@ -40,11 +41,7 @@ REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 METRIC_PREFIX = "eval_"
 # Columns of the summary table: (metric key suffix, title).
-TABLE_METRICS = (
-    ("eo_violation", "EO violation"),
-    ("tpr_gap", "TPR gap"),
-    ("fpr_gap", "FPR gap"),
-)
+TABLE_METRICS = tuple((key, GAP_METRIC_TITLES[key]) for key in ("eo_violation", "tpr_gap", "fpr_gap"))
 ACTION_COLORS = ("#9ecae1", "#e6550d")  # accuracy loss, fairness loss
 
 
