@@ -30,6 +30,7 @@ from hf_fairmtl.teacher import (
 from hf_fairmtl.trainer import FairMTLTrainer, FairMTLTrainingArguments
 
 from .synthetic import biased_rows, tabular_config
+from .test_trainer import make_args as trainer_args
 
 # ---------------------------------------------------------------------------------------------- reward
 
@@ -219,24 +220,15 @@ def test_lookahead_is_one_sgd_step_on_a_copy() -> None:
 
 
 def make_args(tmp_path, **overrides) -> FairMTLTrainingArguments:
-    settings = {
-        "output_dir": str(tmp_path),
+    """The trainer tests' arguments with the teacher strategy: short runs, frequent small teacher steps."""
+    teacher_settings = {
         "strategy": "teacher",
-        "per_device_train_batch_size": 32,
-        "learning_rate": 1e-2,
         "max_steps": 12,
         "logging_steps": 4,
-        "report_to": [],
-        "save_strategy": "no",
-        "use_cpu": True,
-        "disable_tqdm": True,
-        "seed": 0,
-        "data_seed": 0,
         "teacher_interval": 2,
         "teacher_heldout_size": 64,
     }
-    settings.update(overrides)
-    return FairMTLTrainingArguments(**settings)
+    return trainer_args(tmp_path, **{**teacher_settings, **overrides})
 
 
 def use_teacher(trainer: FairMTLTrainer, **settings) -> TeacherCallback:
