@@ -10,7 +10,24 @@ from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, 
 from transformers import EvalPrediction
 
 from hf_fairmtl import FairMTLConfig
-from hf_fairmtl.metrics import FAIRNESS_METRIC_PATH, fairness_metrics, make_compute_metrics, relative_scores
+from hf_fairmtl.metrics import (
+    COLLAPSE_THRESHOLD,
+    FAIRNESS_METRIC_PATH,
+    GAP_METRIC_TITLES,
+    fairness_metrics,
+    make_compute_metrics,
+    relative_scores,
+    task_metrics,
+)
+from hf_fairmtl.metrics.keys import (
+    MetricKey,
+    attribute_key,
+    group_key,
+    intersection_name,
+    loss_key,
+    parse_key,
+    task_key,
+)
 
 
 def random_task(num_groups: int, num_classes: int = 2, n: int = 600, seed: int = 0):
@@ -177,7 +194,9 @@ def test_make_compute_metrics_variants(mtl_eval):
     assert not any("race" in key for key in only_sex)
     labels, _ = eval_pred.label_ids
     no_groups = make_compute_metrics(config)((eval_pred.predictions, labels))  # tuple input, no group column
-    assert set(no_groups) == {"income_accuracy", "topic_accuracy", "mean_accuracy"}
+    per_task = ("accuracy", "balanced_accuracy", "majority_prediction_share", "collapsed")
+    expected = {f"{task}_{figure}" for task in ("income", "topic") for figure in per_task}
+    assert set(no_groups) == expected | {"mean_accuracy", "num_collapsed_tasks"}
     with pytest.raises(ValueError, match="2"):
         make_compute_metrics(config)(EvalPrediction(predictions=eval_pred.predictions[:1], label_ids=labels))
     with pytest.raises(ValueError, match="Unknown protected attribute"):
@@ -245,3 +264,105 @@ def test_task_without_known_groups_gets_no_group_keys():
     assert "target_accuracy" in out and not any(key.startswith("target_g_") for key in out)
     assert "auxiliary_g_eo_violation" in out
     assert out["mean_eo_violation"] == out["auxiliary_g_eo_violation"]
+
+
+# -------------------------------------------------------------------------------------------- metric keys
+
+
+def test_keys_build_what_trainer_evaluate_returns_and_parse_back():
+    assert task_key("target", "accuracy", prefix="eval") == "eval_target_accuracy"
+    assert attribute_key("target", "gender", "eo_violation") == "target_gender_eo_violation"
+    assert group_key("topic", intersection_name("sex", "race"), "tpr", "male*c", 2) == "topic_sex*race_tpr_male*c_2"
+    assert group_key("t", "g", "count", "a") == "t_g_count_a"
+    assert loss_key("income", "fairness") == "income_fairness_loss"
+    with pytest.raises(ValueError, match="loss kind"):
+        loss_key("income", "fair")
+    # Names with underscores: matched against the known names, not split on "_".
+    tasks, attrs = ["hate_speech", "hate"], ["skin_tone", "skin"]
+    groups = {"skin_tone": ["dark_brown", "dark"], "skin": ["x"]}
+    parse = lambda key: parse_key(key, tasks, attrs, groups)  # noqa: E731
+    assert parse("eval_hate_speech_skin_tone_tpr_dark_brown") == MetricKey(
+        "tpr", "hate_speech", "skin_tone", "dark_brown", None, "eval"
+    )
+    assert parse("eval_hate_speech_skin_tone_fpr_dark_1") == MetricKey(
+        "fpr", "hate_speech", "skin_tone", "dark", 1, "eval"
+    )
+    assert parse("eval_hate_skin_eo_violation") == MetricKey("eo_violation", "hate", "skin", prefix="eval")
+    assert parse("eval_hate_speech_accuracy_loss") == MetricKey("accuracy_loss", "hate_speech", prefix="eval")
+    assert parse("eval_mean_accuracy") == MetricKey("mean_accuracy", prefix="eval")
+    assert parse("train_loss") is None
+
+
+def test_every_compute_metrics_key_parses_back(mtl_eval):
+    config, eval_pred = mtl_eval
+    results = make_compute_metrics(config)(eval_pred)
+    attributes = config.group_attribute_names
+    groups = {attr: config.group_names(attr) for attr in attributes}
+    for key in results:
+        parsed = parse_key(key, config.tasks, attributes, groups, prefix="")
+        if parsed.task is None:
+            assert parsed.metric in ("mean_accuracy", "mean_eo_violation", "num_collapsed_tasks")
+        elif parsed.attribute is not None and parsed.group is None:
+            assert parsed.metric in GAP_METRIC_TITLES, key
+        elif parsed.group is not None:
+            rebuilt = group_key(parsed.task, parsed.attribute, parsed.metric, parsed.group, parsed.class_id)
+            assert rebuilt == key
+
+
+# -------------------------------------------------------------------------------------------- collapse guard
+
+
+def test_task_metrics_flag_a_constant_predictor_as_collapsed():
+    y_true = np.array([0] * 94 + [1] * 6)  # 6 % positive, like census income
+    constant = np.zeros(100, dtype=int)
+    figures = task_metrics(y_true, constant)
+    assert figures["accuracy"] == pytest.approx(0.94)
+    assert figures["balanced_accuracy"] == pytest.approx(0.5)
+    assert figures["majority_prediction_share"] == 1.0 and figures["collapsed"] == 1.0
+    almost = constant.copy()
+    almost[:6] = 1  # 94 % one class: below the 95 % threshold
+    assert task_metrics(y_true, almost)["collapsed"] == 0.0
+    almost[5] = 0  # 95 % one class
+    assert task_metrics(y_true, almost)["majority_prediction_share"] == pytest.approx(COLLAPSE_THRESHOLD)
+    assert task_metrics(y_true, almost)["collapsed"] == 1.0
+    labelled_only = task_metrics(np.array([0, 1, -100, -100]), np.array([0, 1, 1, 1]))
+    assert labelled_only["majority_prediction_share"] == 0.5  # rows without a label do not count
+
+
+def test_compute_metrics_reports_collapse_next_to_a_zero_gap(caplog):
+    """Data built to collapse: one task predicted as class 0 everywhere has EO violation 0 and is flagged."""
+    config = FairMTLConfig(
+        tasks=["income", "topic"], protected_attributes=["sex"], group_vocab={"sex": ["f", "m"]}, num_features=2
+    )
+    rng = np.random.default_rng(3)
+    n = 200
+    labels = np.stack([(rng.random(n) < 0.1).astype(int), rng.integers(0, 2, n)], axis=1)
+    sex = rng.integers(0, 2, (n, 1))
+    constant = np.tile([5.0, -5.0], (n, 1))  # always class 0
+    informative = np.eye(2)[labels[:, 1]] * 4.0
+    with caplog.at_level("WARNING"):
+        out = make_compute_metrics(config)(EvalPrediction(predictions=(constant, informative), label_ids=(labels, sex)))
+    assert out["income_collapsed"] == 1.0 and out["income_sex_eo_violation"] == 0.0
+    assert out["income_balanced_accuracy"] == pytest.approx(0.5)
+    assert out["topic_collapsed"] == 0.0 and out["topic_balanced_accuracy"] == 1.0
+    assert out["num_collapsed_tasks"] == 1.0
+    assert "income" in caplog.text and "Collapsed" in caplog.text
+
+
+def test_relative_scores_with_and_without_collapsed_tasks():
+    mtl = {
+        "a": {"accuracy": 0.8, "eo_violation": 0.1, "collapsed": 0.0},
+        "b": {"accuracy": 0.94, "eo_violation": 0.0, "majority_prediction_share": 1.0},
+    }
+    stl = {"a": {"accuracy": 0.8, "eo_violation": 0.2}, "b": {"accuracy": 0.9, "eo_violation": 0.1}}
+    scores = relative_scores(mtl, stl)
+    assert scores["b_collapsed"] == 1.0 and scores["a_collapsed"] == 0.0 and scores["num_collapsed_tasks"] == 1.0
+    assert scores["AREO"] == pytest.approx((0.5 + 0.0) / 2)  # the collapsed task "wins" AREO ...
+    assert scores["AREO_without_collapsed"] == pytest.approx(0.5)  # ... and is left out here
+    assert scores["ARA_without_collapsed"] == pytest.approx(1.0)
+    # A collapsed STL reference with EO 0: NaN ratio instead of an error, kept out of both means.
+    collapsed_stl = {**stl, "b": {"accuracy": 0.94, "eo_violation": 0.0, "collapsed": 1.0}}
+    scores = relative_scores({**mtl, "b": {"accuracy": 0.9, "eo_violation": 0.1}}, collapsed_stl)
+    assert math.isnan(scores["b_relative_eo_violation"]) and scores["AREO"] == pytest.approx(0.5)
+    all_collapsed = relative_scores({"b": mtl["b"]}, {"b": stl["b"]})
+    assert math.isnan(all_collapsed["ARA_without_collapsed"])
