@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import dataclasses
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +19,13 @@ from torch.nn import functional as F
 from hf_fairmtl import FairMTLConfig, FairMTLModel
 from hf_fairmtl.teacher import (
     ACCURACY_ACTION,
+    ARGUMENT_FIELDS,
     FAIRNESS_ACTION,
     MultiTaskDQN,
     TaskTeacher,
     TeacherCallback,
+    TeacherSettings,
+    TeacherStudent,
     Transition,
     flatten_parameters,
     lookahead_step,
@@ -280,11 +286,55 @@ def test_task_without_fairness_attributes_always_records_accuracy(tmp_path) -> N
 def test_settings_come_from_arguments_unless_overridden(tmp_path) -> None:
     trainer = small_trainer(tmp_path, teacher_interval=7, teacher_gamma=0.5, teacher_state_size=16)
     callback = trainer.teacher_callback
-    assert (callback.settings["interval"], callback.settings["gamma"]) == (7, 0.5)
-    assert callback.teacher.dqn.state_size == 16 and callback._heldout_labels.shape == (64, 2)
+    assert (callback.settings.interval, callback.settings.gamma) == (7, 0.5)
+    assert callback.teacher.dqn.state_size == 16 and callback.heldout.labels.shape == (64, 2)
     custom = use_teacher(trainer, heldout_dataset=Dataset.from_list(biased_rows(40, seed=9)), interval=3)
-    assert custom.settings["interval"] == 3 and custom.settings["gamma"] == 0.5
-    assert custom._heldout_labels.shape == (40, 2)
+    assert custom.settings.interval == 3 and custom.settings.gamma == 0.5
+    assert custom.heldout.labels.shape == (40, 2)
+
+
+def test_training_argument_defaults_are_the_teacher_settings(tmp_path) -> None:
+    """One place for defaults: every `teacher_*` field defaults to its `TeacherSettings` value."""
+    args = FairMTLTrainingArguments(output_dir=str(tmp_path))
+    defaults = TeacherSettings()
+    for name, field_name in ARGUMENT_FIELDS.items():
+        assert getattr(args, field_name) == getattr(defaults, name), field_name
+    assert TeacherSettings.from_training_args(args) == defaults
+    resolved = TeacherSettings.from_training_args(
+        dataclasses.replace(args, teacher_interval=4, teacher_heldout_refresh=3), interval=None, lr=0.5
+    )
+    assert (resolved.interval, resolved.heldout_refresh, resolved.lr) == (4, 3, 0.5)
+    with pytest.raises(TypeError, match="intervl"):
+        TeacherCallback(intervl=3)
+    with pytest.raises(ValueError, match="teacher_heldout_refresh"):
+        TeacherSettings(heldout_refresh=0)
+
+
+def test_teacher_gradnorm_has_its_own_settings(tmp_path) -> None:
+    """The teacher's GradNorm reads teacher_gradnorm_*, not the student's gradnorm_alpha / gradnorm_lr."""
+    trainer = small_trainer(
+        tmp_path, gradnorm_alpha=1.5, gradnorm_lr=0.025, teacher_gradnorm_alpha=0.7, teacher_gradnorm_lr=0.01
+    )
+    gradnorm = trainer.teacher_callback.teacher.gradnorm
+    assert gradnorm.alpha == 0.7
+    assert gradnorm.optimizer.param_groups[0]["lr"] == 0.01
+
+
+def test_callback_needs_the_typed_interface(tmp_path) -> None:
+    trainer = small_trainer(tmp_path)
+    assert isinstance(trainer, TeacherStudent)
+    with pytest.raises(TypeError, match="TeacherStudent"):
+        TeacherCallback().bind(object())
+
+
+def test_teacher_package_does_not_import_the_trainer() -> None:
+    """No import cycle: nothing in hf_fairmtl/teacher/ imports hf_fairmtl.trainer (or the hub, which imports it)."""
+    package = Path(__import__("hf_fairmtl.teacher", fromlist=["_"]).__file__).parent
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                assert not module.endswith(("trainer", "hub")), f"{path.name} imports {module}"
 
 
 def test_teacher_forced_to_fairness_trains_like_fixed_fairness_actions(tmp_path) -> None:

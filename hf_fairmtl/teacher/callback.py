@@ -1,0 +1,303 @@
+"""`TeacherCallback`: runs the L2T-FMT teacher inside a `FairMTLTrainer` with `strategy="teacher"`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from transformers import TrainerCallback
+
+from ..losses.distributed import is_distributed
+from .dqn import TaskTeacher, Transition
+from .heldout import HeldoutSet
+from .interface import TeacherStudent
+from .lookahead import flatten_parameters, global_gradient_reducer, lookahead_step, trainable_head_parameters
+from .settings import ACCURACY_ACTION, FAIRNESS_ACTION, TeacherSettings
+
+logger = logging.getLogger(__name__)
+
+
+class TeacherCallback(TrainerCallback):
+    """Drives the L2T-FMT teacher inside a [`FairMTLTrainer`] with `strategy="teacher"`.
+
+    Before training (`on_train_begin`) every task starts on `initial_action` (accuracy by default). Then,
+    at every `interval`-th optimizer step (`on_step_end`), one [`teacher_step`] updates the DQN from a
+    look-ahead and hands the new per-task actions to the trainer (`set_task_actions`; 0 = accuracy loss CE_t,
+    1 = fairness loss F_t), which `compute_loss` uses until the next teacher step.
+
+    The trainer builds one from its arguments (`teacher_*` fields) when none is passed; pass your own in
+    `callbacks=[...]` to change the held-out data or any setting. A setting left `None` is read from the
+    trainer's `FairMTLTrainingArguments` when the callback is bound (see [`TeacherSettings`] for every setting,
+    its default and its field).
+
+    Logged through `trainer.record_metric` at each teacher step (averaged over the logging window):
+    `teacher_td_loss` and, per task, `teacher_{task}_q_gap` = Q(s, fairness) − Q(s, accuracy). The trainer
+    itself logs `{task}_action` (the fraction of steps on the fairness loss in the window).
+
+    Args:
+        trainer: A trainer implementing [`TeacherStudent`] (`FairMTLTrainer`); may be left `None` and bound
+            later with [`bind`] (the trainer binds a callback passed in `callbacks`).
+        heldout_dataset: Rows the look-ahead is scored on (same format as the training rows). Default: the
+            trainer's `eval_dataset` (the first one of a dict), else a seeded sample of the training set
+            (a warning says so: that is not held out).
+        initial_action: Action of every task before the first teacher step; `None` = the DQN's greedy choice
+            on the initial heads (no update).
+        **settings: Any [`TeacherSettings`] field (`interval`, `lr`, `gamma`, `epsilon`, `hidden_size`,
+            `state_size`, `heldout_size`, `heldout_refresh`, `lookahead_lr`, `seed`, `gradnorm`,
+            `gradnorm_alpha`, `gradnorm_lr`, `num_statistics`, `min_denominator`); `None` = from the arguments.
+    """
+
+    def __init__(
+        self,
+        trainer: TeacherStudent | None = None,
+        heldout_dataset: Any = None,
+        *,
+        initial_action: int | None = TeacherSettings.initial_action,
+        **settings: Any,
+    ) -> None:
+        self.heldout_dataset = heldout_dataset
+        # Validated now (a typo fails at construction, not at bind); resolved against the arguments at bind.
+        TeacherSettings.from_training_args(None, **settings, initial_action=initial_action)
+        self._overrides = dict(settings)
+        self._initial_action = initial_action
+        self.settings = TeacherSettings.from_training_args(None, **settings)
+        self.trainer: TeacherStudent | None = None
+        self.teacher: TaskTeacher | None = None
+        self.heldout: HeldoutSet | None = None
+        self._pending_state: Mapping[str, Any] | None = None
+        if trainer is not None:
+            self.bind(trainer)
+
+    @classmethod
+    def from_trainer(cls, trainer: TeacherStudent, heldout_dataset: Any = None, **overrides: Any) -> TeacherCallback:
+        """A callback bound to `trainer`, with its settings from `trainer.args` unless overridden."""
+        return cls(trainer, heldout_dataset, **overrides)
+
+    # -------------------------------------------------------------------------------- setup
+
+    def bind(self, trainer: TeacherStudent) -> None:
+        """Attach to a trainer: resolve settings, build the teacher for its heads, collate the held-out rows."""
+        if not isinstance(trainer, TeacherStudent):
+            raise TypeError(
+                f"TeacherCallback needs a trainer implementing hf_fairmtl.teacher.TeacherStudent (FairMTLTrainer), "
+                f"got {type(trainer).__name__}"
+            )
+        self.trainer = trainer
+        settings = TeacherSettings.from_training_args(trainer.args, **self._overrides)
+        self.settings = dataclasses.replace(settings, initial_action=self._initial_action)
+        model = trainer.student_model()
+        self.config = trainer.fairmtl_config
+        self.tasks = list(self.config.tasks)
+        self.fairness_attributes = {task: list(trainer.fairness_attributes.get(task, [])) for task in self.tasks}
+        param_counts = [
+            sum(p.numel() for p in trainable_head_parameters(model.heads[task]).values()) for task in self.tasks
+        ]
+        self.device = torch.device(trainer.args.device)
+        s = self.settings
+        self.teacher = TaskTeacher(
+            param_counts,
+            lr=s.lr,
+            gamma=s.gamma,
+            epsilon=s.epsilon,
+            hidden_size=s.hidden_size,
+            state_size=s.state_size,
+            num_statistics=s.num_statistics,
+            gradnorm=s.gradnorm,
+            gradnorm_alpha=s.gradnorm_alpha,
+            gradnorm_lr=s.gradnorm_lr,
+            min_denominator=s.min_denominator,
+            seed=s.seed,
+            device=self.device,
+        )
+        self.heldout = HeldoutSet.from_dataset(
+            self._heldout_rows(trainer),
+            trainer.data_collator,
+            self.config,
+            self.fairness_attributes,
+            s.heldout_size,
+            s.seed,
+            s.heldout_refresh,
+        )
+        if self._pending_state is not None:
+            state, self._pending_state = self._pending_state, None
+            self.load_state_dict(state)
+
+    def _heldout_rows(self, trainer: TeacherStudent) -> Any:
+        """The held-out data set: the constructor's, else the trainer's eval set, else (warned) its train set."""
+        dataset = self.heldout_dataset
+        if dataset is None:
+            dataset = trainer.eval_dataset
+            if isinstance(dataset, Mapping):
+                dataset = next(iter(dataset.values()), None)
+        if dataset is None:
+            dataset = trainer.train_dataset
+            if dataset is None:
+                raise ValueError(
+                    "The teacher needs held-out rows: pass `heldout_dataset` or give the trainer an eval_dataset"
+                )
+            logger.warning(
+                "TeacherCallback: no held-out dataset and no eval_dataset; scoring the look-ahead on a sample of the "
+                "training set, which rewards fitting the training data. Pass `heldout_dataset` or `eval_dataset`."
+            )
+        return dataset
+
+    def _require_bound(self) -> TaskTeacher:
+        if self.teacher is None:
+            raise RuntimeError(
+                "TeacherCallback is not bound to a trainer: FairMTLTrainer binds the callback it is given; "
+                "otherwise call `callback.bind(trainer)`"
+            )
+        return self.teacher
+
+    # -------------------------------------------------------------------------------- held-out scoring
+
+    def heldout_features(self) -> torch.Tensor:
+        """Shared features of the held-out rows for this teacher step (re-encoded on the `heldout_refresh` cadence)."""
+        self._require_bound()
+        return self.heldout.features(self.trainer.student_model(), self.device)
+
+    # -------------------------------------------------------------------------------- teacher step
+
+    def teacher_step(self, step: int) -> list[int]:
+        """One look-ahead, Q update and decision for every task; hands the actions to the trainer.
+
+        The held-out features come from the cache (see [`HeldoutSet`]); the look-ahead only runs task heads.
+        """
+        teacher = self._require_bound()
+        model = self.trainer.student_model()
+        batch = self.trainer.latest_train_batch()
+        features = self.heldout_features()
+        states, transitions = [], []
+        for t, task in enumerate(self.tasks):
+            head = model.heads[task]
+            params = trainable_head_parameters(head)
+            accuracy, eo_violation = self.heldout.score(t, head, params, features)
+            teacher.observe(t, accuracy, eo_violation)
+            state = teacher.dqn.make_state(t, flatten_parameters(params), (accuracy, eo_violation))
+            states.append(state)
+            transition = None
+            if batch is not None:
+                transition = self._transition(t, head, params, state, batch, features, scored=not math.isnan(accuracy))
+            transitions.append(transition)
+        result = teacher.update(transitions)
+        actions, q = teacher.select_actions(torch.stack(states))
+        actions = self._apply(step, actions)
+        self._log(result, q)
+        return actions
+
+    def _transition(
+        self,
+        t: int,
+        head: torch.nn.Module,
+        params: Mapping[str, torch.Tensor],
+        state: torch.Tensor,
+        batch: Mapping[str, torch.Tensor | None],
+        features: torch.Tensor,
+        scored: bool,
+    ) -> Transition | None:
+        """Look-ahead of task t: both simulated head steps, their held-out scores, rewards and next states."""
+        teacher = self._require_bound()
+        labels = batch["labels"][:, t]
+        group_labels = batch.get("group_labels")
+
+        def objectives(logits: torch.Tensor) -> Sequence[torch.Tensor]:
+            return self.trainer.task_objective_terms(t, logits, labels, group_labels)
+
+        # Runs on every rank even when this task is unscored: the fairness loss holds collectives.
+        candidates = lookahead_step(
+            head, params, batch["shared"], objectives, self.settings.lookahead_lr, global_gradient_reducer(labels)
+        )
+        if not scored:
+            return None
+        next_states, rewards = [], []
+        for candidate in candidates:
+            candidate_accuracy, candidate_eo = self.heldout.score(t, head, candidate, features)
+            rewards.append(teacher.reward(t, candidate_accuracy, candidate_eo))
+            next_states.append(
+                teacher.dqn.make_state(t, flatten_parameters(candidate), (candidate_accuracy, candidate_eo))
+            )
+        return Transition(state, torch.stack(next_states), torch.tensor(rewards))
+
+    def _initial_actions(self) -> list[int]:
+        teacher = self._require_bound()
+        if self.settings.initial_action is not None:
+            return [self.settings.initial_action] * teacher.num_tasks
+        model = self.trainer.student_model()
+        features = self.heldout_features()
+        states = []
+        for t, task in enumerate(self.tasks):
+            params = trainable_head_parameters(model.heads[task])
+            accuracy, eo_violation = self.heldout.score(t, model.heads[task], params, features)
+            states.append(teacher.dqn.make_state(t, flatten_parameters(params), (accuracy, eo_violation)))
+        return teacher.select_actions(torch.stack(states))[0]
+
+    def _apply(self, step: int, actions: Sequence[int]) -> list[int]:
+        """Make the actions identical on every rank (rank 0's), record them and hand them to the trainer."""
+        # A task without fairness attributes has no fairness loss to switch to (the trainer trains its accuracy loss
+        # whatever the action), so an explored fairness action would only misreport what was trained.
+        actions = [
+            int(a) if self.fairness_attributes[task] else ACCURACY_ACTION
+            for task, a in zip(self.tasks, actions, strict=True)
+        ]
+        if is_distributed():
+            decided = torch.tensor(actions, dtype=torch.long, device=self.device)
+            dist.broadcast(decided, src=0)
+            actions = decided.tolist()
+        self._require_bound().record(step, actions)
+        self.trainer.set_task_actions(actions)
+        return actions
+
+    def _log(self, result: Mapping[str, Any], q: torch.Tensor) -> None:
+        if not math.isnan(result["loss"]):
+            self.trainer.record_metric("teacher_td_loss", result["loss"])
+        gaps = (q[:, FAIRNESS_ACTION] - q[:, ACCURACY_ACTION]).tolist()
+        for task, gap in zip(self.tasks, gaps, strict=True):
+            self.trainer.record_metric(f"teacher_{task}_q_gap", gap)
+
+    # -------------------------------------------------------------------------------- TrainerCallback hooks
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        teacher = self._require_bound()
+        if state.global_step > 0 and teacher.history:
+            # Resumed: the checkpoint's teacher state (actions included) was loaded before training began.
+            self.trainer.set_task_actions(teacher.actions)
+            return
+        self._apply(state.global_step, self._initial_actions())
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        if state.global_step % self.settings.interval == 0:
+            self.teacher_step(state.global_step)
+
+    # -------------------------------------------------------------------------------- reports and state
+
+    @property
+    def action_history(self) -> list[tuple[int, list[int]]]:
+        """Every decision as `(global_step, [action per task])`; the actions hold until the next entry."""
+        return list(self._require_bound().history)
+
+    def summary(self) -> dict[str, float]:
+        """Fraction of teacher decisions that chose the fairness loss, per task name."""
+        return dict(zip(self.tasks, self._require_bound().fairness_fraction(), strict=True))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The teacher's full state (see [`TaskTeacher.state_dict`]), the held-out cache and the settings."""
+        return {
+            "teacher": self._require_bound().state_dict(),
+            "heldout": self.heldout.state_dict(),
+            "settings": self.settings.as_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a `state_dict` (before binding, it is kept and applied by [`bind`])."""
+        if self.teacher is None:
+            self._pending_state = state
+            return
+        self.teacher.load_state_dict(state["teacher"])
+        self.heldout.load_state_dict(state.get("heldout"), self.device)
+        if self.trainer is not None:
+            self.trainer.set_task_actions(self.teacher.actions)

@@ -1,0 +1,163 @@
+"""The teacher's held-out rows: collated once, encoded on a cadence, and the scores of a head on them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..groups import UNKNOWN_GROUP, attribute_group_ids
+from ..metrics import fairness_metrics
+from ..modeling_fairmtl import IGNORE_INDEX
+from .lookahead import head_logits
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "features")
+ENCODE_CHUNK = 256
+
+
+class HeldoutSet:
+    """Held-out rows the look-ahead candidates are scored on, with their shared features cached.
+
+    The encoder runs on these rows only when the cache is refreshed: every `refresh` calls of [`features`]
+    (one call per teacher step). In between, a teacher step runs only the task heads. The cache (features and
+    their age) is part of the teacher's checkpoint, so a resumed run scores on the same features.
+
+    Args:
+        inputs: Model inputs of the rows (`input_ids`/`attention_mask`/... or `features`), on the CPU.
+        labels: `[N, T]` labels (`IGNORE_INDEX` = unlabelled).
+        groups: Attribute -> `[N]` group ids (`UNKNOWN_GROUP` = unknown) for every fairness attribute used.
+        num_labels: Per task, its class count (in task order).
+        fairness_attributes: Per task (in task order), the attributes its EO violation is averaged over.
+        refresh: Re-encode every `refresh` teacher steps (1 = every step).
+    """
+
+    def __init__(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        labels: torch.Tensor,
+        groups: Mapping[str, torch.Tensor],
+        num_labels: Sequence[int],
+        fairness_attributes: Sequence[Sequence[str]],
+        refresh: int = 1,
+    ) -> None:
+        if refresh < 1:
+            raise ValueError(f"`refresh` (teacher_heldout_refresh) must be at least 1, got {refresh}")
+        self.inputs = dict(inputs)
+        self.labels = labels
+        self.groups = dict(groups)
+        self.num_labels = list(num_labels)
+        self.fairness_attributes = [list(attrs) for attrs in fairness_attributes]
+        self.refresh = refresh
+        self.cached: torch.Tensor | None = None
+        self.age = 0  # teacher steps the cached features have served
+        self.num_encodings = 0
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        collate: Callable[[list[Any]], Mapping[str, torch.Tensor]],
+        config: Any,
+        fairness_attributes: Mapping[str, Sequence[str]],
+        size: int,
+        seed: int,
+        refresh: int = 1,
+    ) -> HeldoutSet:
+        """Collate a seeded sample of at most `size` rows of `dataset` (all rows if it is smaller)."""
+        indices = list(range(len(dataset)))
+        if len(indices) > size:
+            generator = torch.Generator().manual_seed(int(seed))
+            indices = sorted(torch.randperm(len(indices), generator=generator)[:size].tolist())
+        batch = collate([dataset[i] for i in indices])
+        if "labels" not in batch:
+            raise ValueError("The teacher's held-out rows need a `labels` column")
+        labels = batch["labels"].long().reshape(len(indices), -1)
+        group_labels = batch.get("group_labels")
+        groups: dict[str, torch.Tensor] = {}
+        for attr in {attr for task in config.tasks for attr in fairness_attributes[task]}:
+            if group_labels is None:
+                groups[attr] = torch.full((len(indices),), UNKNOWN_GROUP, dtype=torch.long)
+            else:
+                groups[attr] = attribute_group_ids(config, group_labels.long(), attr)
+        return cls(
+            {key: batch[key] for key in MODEL_INPUTS if key in batch},
+            labels,
+            groups,
+            [config.task_num_labels[task] for task in config.tasks],
+            [fairness_attributes[task] for task in config.tasks],
+            refresh,
+        )
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.labels.shape[0])
+
+    def encode(self, model: nn.Module, device: torch.device) -> torch.Tensor:
+        """Shared features of the rows with the current encoder, in eval mode and without gradient."""
+        modes = [(module, module.training) for module in model.modules()]
+        model.eval()
+        try:
+            chunks = []
+            with torch.no_grad():
+                for start in range(0, self.num_rows, ENCODE_CHUNK):
+                    inputs = {k: v[start : start + ENCODE_CHUNK].to(device) for k, v in self.inputs.items()}
+                    chunks.append(model.encode(**inputs))
+            self.num_encodings += 1
+            return torch.cat(chunks)
+        finally:
+            for module, mode in modes:
+                module.training = mode
+
+    def features(self, model: nn.Module, device: torch.device) -> torch.Tensor:
+        """The features one teacher step scores on: re-encoded when the cache is `refresh` steps old."""
+        if self.cached is None or self.age >= self.refresh:
+            self.cached = self.encode(model, device)
+            self.age = 0
+        self.age += 1
+        return self.cached
+
+    def score(
+        self, task_index: int, head: nn.Module, params: Mapping[str, torch.Tensor], features: torch.Tensor
+    ) -> tuple[float, float]:
+        """`(accuracy, EO violation)` of a head on the rows labelled for one task.
+
+        EO violation is `fairness_metrics(...)["eo_violation"]` averaged over the task's fairness attributes;
+        NaN when the task has none or the rows show fewer than two groups (nothing to compare, so the reward
+        keeps only its accuracy term). Both are NaN when no row is labelled for the task.
+        """
+        labels = self.labels[:, task_index]
+        labelled = labels != IGNORE_INDEX
+        if not bool(labelled.any()):
+            return math.nan, math.nan
+        with torch.no_grad():
+            predictions = head_logits(head, params, features[labelled.to(features.device)]).argmax(-1).cpu()
+        y_true = labels[labelled].numpy()
+        y_pred = predictions.numpy()
+        num_classes = self.num_labels[task_index]
+        accuracy = math.nan
+        violations = []
+        for attr in self.fairness_attributes[task_index]:
+            groups = self.groups[attr][labelled]
+            metrics = fairness_metrics(y_true, y_pred, groups.numpy(), num_classes=num_classes)
+            accuracy = metrics["accuracy"]
+            if torch.unique(groups[groups >= 0]).numel() >= 2:
+                violations.append(metrics["eo_violation"])
+        if math.isnan(accuracy):
+            no_groups = torch.full_like(labels[labelled], UNKNOWN_GROUP).numpy()
+            accuracy = fairness_metrics(y_true, y_pred, no_groups, num_classes=num_classes)["accuracy"]
+        return float(accuracy), (sum(violations) / len(violations)) if violations else math.nan
+
+    def state_dict(self) -> dict[str, Any]:
+        """The feature cache and its age (so a resumed run scores on the same features)."""
+        return {"features": None if self.cached is None else self.cached.detach().cpu(), "age": self.age}
+
+    def load_state_dict(self, state: Mapping[str, Any] | None, device: torch.device) -> None:
+        """Restore [`state_dict`]; `None` (a checkpoint from before the cache existed) empties the cache."""
+        if state is None or state.get("features") is None:
+            self.cached, self.age = None, 0
+            return
+        self.cached = state["features"].to(device)
+        self.age = int(state["age"])
