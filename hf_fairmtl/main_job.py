@@ -28,7 +28,7 @@ from .configuration_fairmtl import FairMTLConfig
 from .data import SourceSplits, TaskSource, build_multitask_dataset, fit_vocabularies
 from .data.builder import _suggest
 from .data.features import encoded_dataset, fit_feature_encoding, split_frame
-from .hub import write_model_card
+from .cards import write_model_card
 from .modeling_fairmtl import FairMTLModel
 from .report import (
     MethodResult,

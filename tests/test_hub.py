@@ -24,7 +24,7 @@ from safetensors.torch import load as load_safetensors
 from transformers import EvalPrediction
 
 from hf_fairmtl import FairMTLConfig, FairMTLModel
-from hf_fairmtl.hub import (
+from hf_fairmtl.cards import (
     last_eval_metrics,
     parse_eval_metrics,
     push_model_to_hub,
@@ -33,7 +33,9 @@ from hf_fairmtl.hub import (
 )
 from hf_fairmtl.metrics import make_compute_metrics
 from hf_fairmtl.peft_utils import default_lora_config, prepare_peft_model
+from hf_fairmtl.strategies import STRATEGIES
 from hf_fairmtl.trainer import FairMTLTrainingArguments
+from hf_fairmtl.weighting import WEIGHTINGS
 
 from .conftest import tiny_bert_dict
 
@@ -153,8 +155,10 @@ def test_rendered_card_has_the_numbers_and_valid_model_index(tmp_path, card_conf
     assert "| hate\\_speech | 25.0% | – |" in text and "| topic | 40.0% | 5 |" in text
     assert "| `learning_rate` | 3e-05 |" in text and "| `teacher_gamma` | 0.9 |" in text
     assert "hf_secret_should_not_leak" not in text and "hub_token" not in text
-    assert "Transferring Fairness using Multi-Task Learning with Limited Demographic Information" in text
-    assert "Learning to Teach Fairness-aware Deep Multi-task Learning" in text and "ECML PKDD 2022" in text
+    # Titles, descriptions and citations come from the registered classes, only of the components used.
+    for component in (STRATEGIES["teacher"], WEIGHTINGS["gradnorm"]):
+        assert component.description in text and component.citation.strip() in text
+    assert "Transferring Fairness using Multi-Task Learning" not in text  # the `weighted` strategy's paper
     assert "## Intended use" in text and "## Limitations and risks" in text
     assert 'AutoModel.from_pretrained("alice/fair-hate", trust_remote_code=True)' in text
     assert "{{" not in text and "{%" not in text
@@ -402,3 +406,23 @@ def test_card_never_publishes_a_local_encoder_path(tmp_path) -> None:
     named = render_model_card(config, base_model="sentence-transformers/all-MiniLM-L6-v2")
     assert local_path not in named.content
     assert "bert (`sentence-transformers/all-MiniLM-L6-v2`; 6 layers; hidden size 384)" in named.content
+
+
+def test_card_flags_a_collapsed_task_and_shows_balanced_accuracy(card_config):
+    """Data built to collapse: `hate_speech` predicted as class 0 on every row has zero gaps and is flagged."""
+    rng = np.random.default_rng(1)
+    n = 300
+    labels = np.stack([(rng.random(n) < 0.1).astype(int), rng.integers(0, 3, n)], 1)
+    groups = np.stack([rng.integers(0, 2, n), rng.integers(0, 2, n)], 1)
+    logits = (np.tile([4.0, -4.0], (n, 1)), np.eye(3)[labels[:, 1]] * 3.0)
+    metrics = make_compute_metrics(card_config)(EvalPrediction(predictions=logits, label_ids=(labels, groups)))
+    eval_metrics = {f"eval_{key}": value for key, value in metrics.items()}
+    assert eval_metrics["eval_hate_speech_gender_eo_violation"] == 0.0
+    parsed = parse_eval_metrics(card_config, eval_metrics)
+    assert parsed["tasks"]["hate_speech"]["collapsed"] == 1.0 and parsed["tasks"]["topic"]["collapsed"] == 0.0
+    text = render_model_card(card_config, eval_metrics).content
+    accuracy = eval_metrics["eval_hate_speech_accuracy"]
+    assert f"| hate\\_speech | {accuracy:.4f} | 0.5000 | 100.0% | **yes** |" in text
+    assert "| topic | 1.0000 | 1.0000 |" in text and "| **yes** |" not in text.split("| topic |")[1].split("\n")[0]
+    assert "**Warning:** hate\\_speech collapsed" in text
+    assert "**Collapsed tasks (one class predicted for at least 95 % of held-out rows):** 1.0000" in text

@@ -1,6 +1,6 @@
-"""Hub model cards with fairness reports, and pushing FairMTL models (full or PEFT adapters) to the Hub.
+"""Model cards with fairness reports: rendering from `trainer.evaluate()` metrics, saving as `README.md`.
 
-The card is rendered from `model_cards/fairmtl_card.md` (a Jinja template) with `huggingface_hub.ModelCard`:
+The card is rendered from `templates/fairmtl_card.md` (a Jinja template, package data) with `huggingface_hub.ModelCard`:
 per-task accuracy, per-attribute gap tables and per-group TPR/FPR tables parsed from `trainer.evaluate()` metrics,
 the teacher's action summary, the training settings, intended use, limitations and citations. The metadata is in
 the Hub's `model-index` format, so accuracy and the gaps show on the model page.
@@ -18,31 +18,39 @@ def create_model_card(self, **kwargs):
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
 from transformers import TrainingArguments
 
-from .configuration_fairmtl import INTERSECTION_SEPARATOR, FairMTLConfig
-from .metrics import GAP_METRIC_TITLES
-from .modeling_fairmtl import FairMTLModel
-from .teacher import FAIRNESS_ACTION
+from ..configuration_fairmtl import FairMTLConfig
+from ..metrics import GAP_METRIC_TITLES
+from ..metrics.keys import (
+    COUNT,
+    EVAL_PREFIX,
+    attribute_key,
+    attributes_in_keys,
+    group_key,
+    intersection_name,
+    is_intersectional,
+    overall_key,
+    task_key,
+    with_prefix,
+)
+from ..utils import unwrap_model
 
 __all__ = [
     "DEFAULT_TAGS",
     "last_eval_metrics",
     "parse_eval_metrics",
-    "push_model_to_hub",
     "render_model_card",
     "save_model_card",
     "write_model_card",
@@ -52,49 +60,26 @@ DEFAULT_TAGS = ("fairness", "multi-task", "hf_fairmtl")
 TEMPLATE_NAME = "fairmtl_card.md"
 MISSING = "–"
 
-# (metric key suffix, column title); `eval_{task}_{attr}_{suffix}`.
+# (metric, column title) of the keys of `hf_fairmtl.metrics.keys`: gaps `attribute_key(task, attr, metric)`,
+# per-group rates `group_key(task, attr, rate, group[, class])`, counts `group_key(task, attr, "count", group)`.
 GAP_METRICS = tuple(GAP_METRIC_TITLES.items())
-# (metric key stem, column title); `eval_{task}_{attr}_{stem}_{group}` (multi-class: `..._{group}_{class}`).
 GROUP_METRICS = (("tpr", "TPR"), ("fpr", "FPR"), ("selection_rate", "Selection rate"))
-# Per-group example count, `eval_{task}_{attr}_count_{group}`; shown next to the rates it qualifies.
-COUNT_COLUMN = ("count", "Examples")
-# Model-level summaries, `eval_{name}`.
+COUNT_COLUMN = (COUNT, "Examples")
+# Per-task figures, `task_key(task, metric)`: shown next to the accuracy they qualify.
+TASK_METRICS = ("accuracy", "balanced_accuracy", "majority_prediction_share", "collapsed")
+# Model-level summaries, `overall_key(name)`.
 OVERALL_METRICS = (
     ("mean_accuracy", "Mean accuracy over tasks"),
     ("mean_eo_violation", "Mean EO violation over tasks and attributes"),
+    ("num_collapsed_tasks", "Collapsed tasks (one class predicted for at least 95 % of held-out rows)"),
     ("ARA", "ARA (accuracy relative to single-task models)"),
     ("AREO", "AREO (EO violation relative to single-task models)"),
+    ("ARA_without_collapsed", "ARA without collapsed tasks"),
+    ("AREO_without_collapsed", "AREO without collapsed tasks"),
 )
 # Gaps that also go into the model-index metadata (shown on the model page), with their display names.
 MODEL_INDEX_GAPS = {key: GAP_METRIC_TITLES[key] for key in ("eo_violation", "tpr_gap", "fpr_gap", "dp_gap")}
 
-STRATEGIES = {
-    "vanilla": ("Vanilla MTL", "the task losses only, no fairness term"),
-    "weighted": (
-        "Weighted fairness",
-        "each task's loss plus a fixed weight times its fairness loss; with demographic labels on only some tasks "
-        "this is fairness transfer through the shared encoder (Aguirre & Dredze)",
-    ),
-    "mtaf": (
-        "MTA-F",
-        "fixed fairness weights, fairness on the negatives, task heads debiased on task-exclusive examples and the "
-        "shared layers on the rest (Wang et al., KDD 2021)",
-    ),
-    "greedy": ("G-FMT", "each task trains on the larger of its accuracy and fairness losses"),
-    "teacher": (
-        "L2T-FMT",
-        "a learned teacher picks per step and per task whether to train for accuracy or fairness (Roy & Ntoutsi)",
-    ),
-}
-FAIRNESS_OBJECTIVES = {
-    "robust_eo": ("Robust log-loss", "the worst group's log-loss on positives plus the worst group's on negatives"),
-    "eps_deo": (
-        "ε-differential equalized odds",
-        "the largest log-ratio of smoothed group TPRs and FPRs, penalised above the auxiliary task's level",
-    ),
-    "loss_gap_eo": ("Loss-gap equalized odds", "per class, each group's loss distance from the class's mean loss"),
-    "dp_gap": ("Demographic-parity gap", "the spread of the groups' positive prediction rates"),
-}
 # Hyperparameters worth a line in the card, from the standard TrainingArguments; every field a FairMTL training
 # arguments class adds on top of TrainingArguments is listed as well.
 STANDARD_SETTINGS = (
@@ -113,9 +98,9 @@ _PEFT_DISPLAY_NAMES = {"LORA": "LoRA", "IA3": "IA³", "LOHA": "LoHa", "LOKR": "L
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def last_eval_metrics(log_history: Sequence[Mapping[str, Any]], metric_key_prefix: str = "eval") -> dict[str, Any]:
+def last_eval_metrics(log_history: Sequence[Mapping[str, Any]], metric_key_prefix: str = EVAL_PREFIX) -> dict[str, Any]:
     """The metrics of the last evaluation in a `Trainer.state.log_history` (empty when there was none)."""
-    marker = f"{metric_key_prefix}_"
+    marker = with_prefix("", metric_key_prefix)
     for entry in reversed(log_history):
         metrics = {key: value for key, value in entry.items() if key.startswith(marker)}
         if metrics:
@@ -124,7 +109,7 @@ def last_eval_metrics(log_history: Sequence[Mapping[str, Any]], metric_key_prefi
 
 
 def parse_eval_metrics(
-    config: FairMTLConfig, metrics: Mapping[str, Any] | None, metric_key_prefix: str = "eval"
+    config: FairMTLConfig, metrics: Mapping[str, Any] | None, metric_key_prefix: str = EVAL_PREFIX
 ) -> dict[str, Any]:
     """Sort `trainer.evaluate()` metrics into per-task accuracy and per-attribute gap and group figures.
 
@@ -140,57 +125,78 @@ def parse_eval_metrics(
         metric_key_prefix: The prefix given to `evaluate` (`"eval"`, `"test"`, or `""` for none).
 
     Returns:
-        `{"accuracy": {task: value}, "overall": {name: value}, "attributes": {attr: {"intersectional": bool,
+        `{"accuracy": {task: value}, "tasks": {task: {figure: value}}, "overall": {name: value},
+        "attributes": {attr: {"intersectional": bool,
         "groups": [names], "gaps": {task: {metric: value}}, "group_rates": {task: {row: {metric: value}}}}}}`
-        with only the figures present (and finite) in `metrics`. A group-rate row is a group name, or
+        with only the figures present (and finite) in `metrics`; `tasks` holds the per-task figures of
+        `TASK_METRICS` (balanced accuracy, majority-prediction share, collapsed). A group-rate row is a group name, or
         `"{group} / {class}"` for a multi-class task. Intersectional attributes found in the keys are included
         even when the config does not list them.
     """
     metrics = metrics or {}
 
-    def lookup(*parts: str) -> float | None:
-        return _finite(metrics.get("_".join(p for p in (metric_key_prefix, *parts) if p)))
+    def lookup(key: str) -> float | None:
+        return _finite(metrics.get(key))
 
-    accuracy = {task: value for task in config.tasks if (value := lookup(task, "accuracy")) is not None}
-    overall = {name: value for name, _ in OVERALL_METRICS if (value := lookup(name)) is not None}
+    prefix = metric_key_prefix
+    accuracy = {
+        task: value for task in config.tasks if (value := lookup(task_key(task, "accuracy", prefix))) is not None
+    }
+    task_figures = {
+        task: {m: v for m in TASK_METRICS if (v := lookup(task_key(task, m, prefix))) is not None}
+        for task in config.tasks
+    }
+    overall = {name: value for name, _ in OVERALL_METRICS if (value := lookup(overall_key(name, prefix))) is not None}
     attributes: dict[str, Any] = {}
-    for attr in _reported_attributes(config, metrics, metric_key_prefix):
-        groups = config.group_names(attr)
+    for attr in _reported_attributes(config, metrics, prefix):
         gaps: dict[str, dict[str, float]] = {}
         group_rates: dict[str, dict[str, dict[str, float]]] = {}
         for task in config.tasks:
-            task_gaps = {m: v for m, _ in GAP_METRICS if (v := lookup(task, attr, m)) is not None}
-            rates = {}
-            for group in groups:
-                count = lookup(task, attr, "count", group)
-                for label, suffix in _class_rows(config, task, group):
-                    row = {m: v for m, _ in GROUP_METRICS if (v := lookup(task, attr, m, suffix)) is not None}
-                    if row and count is not None:
-                        row["count"] = count
-                    if row:
-                        rates[label] = row
+            task_gaps = {
+                m: v for m, _ in GAP_METRICS if (v := lookup(attribute_key(task, attr, m, prefix))) is not None
+            }
+            rates = _group_rows(config, task, attr, lookup, prefix)
             if task_gaps:
                 gaps[task] = task_gaps
             if rates:
                 group_rates[task] = rates
         if gaps or group_rates:
             attributes[attr] = {
-                "intersectional": INTERSECTION_SEPARATOR in attr,
-                "groups": groups,
+                "intersectional": is_intersectional(attr),
+                "groups": config.group_names(attr),
                 "gaps": gaps,
                 "group_rates": group_rates,
             }
-    return {"accuracy": accuracy, "overall": overall, "attributes": attributes}
+    tasks = {task: figures for task, figures in task_figures.items() if figures}
+    return {"accuracy": accuracy, "tasks": tasks, "overall": overall, "attributes": attributes}
 
 
-def _class_rows(config: FairMTLConfig, task: str, group: str) -> list[tuple[str, str]]:
-    """(row label, metric key suffix) of a group: one row for a binary task (class 1 is the positive class),
-    one per class (one-vs-rest) for a multi-class task."""
+def _group_rows(config: FairMTLConfig, task: str, attr: str, lookup: Any, prefix: str) -> dict[str, dict[str, float]]:
+    """Per-group rate rows of one task and attribute: row label -> {rate: value, "count": n}."""
+    rates = {}
+    for group in config.group_names(attr):
+        count = lookup(group_key(task, attr, COUNT, group, prefix=prefix))
+        for label, class_id in _class_rows(config, task, group):
+            row = {
+                m: v
+                for m, _ in GROUP_METRICS
+                if (v := lookup(group_key(task, attr, m, group, class_id, prefix))) is not None
+            }
+            if row and count is not None:
+                row[COUNT] = count
+            if row:
+                rates[label] = row
+    return rates
+
+
+def _class_rows(config: FairMTLConfig, task: str, group: str) -> list[tuple[str, int | None]]:
+    """(row label, class id of the key) of a group: one row for a binary task (class 1 is the positive class, no
+    class in the key), one per class (one-vs-rest) for a multi-class task."""
     num_classes = config.task_num_labels[task]
     if num_classes == 2:
-        return [(group, group)]
+        return [(group, None)]
     names = config.label_vocab.get(task) or [str(c) for c in range(num_classes)]
-    return [(f"{group} / {names[c]}", f"{group}_{c}") for c in range(num_classes)]
+    return [(f"{group} / {names[c]}", c) for c in range(num_classes)]
 
 
 def render_model_card(
@@ -223,7 +229,7 @@ def render_model_card(
         teacher_summary: The L2T-FMT `TeacherCallback`, or per task how often the teacher chose fairness: a
             fraction (what `TeacherCallback.summary()` returns), a dict with `fairness_fraction` (and optionally
             `steps`) or with decision counts `accuracy` and `fairness`, or the sequence of actions taken
-            (`hf_fairmtl.teacher.FAIRNESS_ACTION` = fairness).
+            (`hf_fairmtl.strategies.FAIRNESS_ACTION` = fairness).
         base_model: Hub id of the pretrained encoder (metadata `base_model`); defaults to the adapter's base or the
             config's `encoder_name_or_path` when that is a Hub id (a local path is not valid metadata).
         datasets: Hub dataset id(s) trained and evaluated on, or a mapping task -> dataset id.
@@ -236,7 +242,7 @@ def render_model_card(
         language: Language code(s) of a text model.
         license: License id.
         tags: Extra tags; `fairness`, `multi-task` and `hf_fairmtl` are always set.
-        template_path: Another Jinja template (defaults to `model_cards/fairmtl_card.md`).
+        template_path: Another Jinja template (defaults to `templates/fairmtl_card.md` in this package).
 
     Returns:
         A `huggingface_hub.ModelCard`; `card.save(path)` writes it, `card.push_to_hub(repo_id)` uploads it.
@@ -277,13 +283,11 @@ def render_model_card(
             {
                 "name": _md(attr),
                 "groups": [_md(group) for group in fairmtl_config.group_names(attr)],
-                "intersectional": INTERSECTION_SEPARATOR in attr,
+                "intersectional": is_intersectional(attr),
             }
             for attr in _described_attributes(fairmtl_config, parsed)
         ],
-        strategy=_describe(strategy, STRATEGIES),
-        fairness_objective=_describe(fairness_loss, FAIRNESS_OBJECTIVES),
-        gradnorm=settings.get("gradnorm"),
+        **_method_context(strategy, fairness_loss, _weighting_name(settings)),
         peft=peft,
         has_metrics=bool(parsed["accuracy"] or parsed["attributes"] or parsed["overall"]),
         overall_rows=[
@@ -292,9 +296,8 @@ def render_model_card(
             if name in parsed["overall"]
         ],
         eval_split=eval_split,
-        accuracy_rows=[
-            {"task": _md(task), "accuracy": _fmt(parsed["accuracy"].get(task))} for task in fairmtl_config.tasks
-        ],
+        accuracy_rows=_accuracy_rows(fairmtl_config, parsed),
+        collapsed_tasks=[_md(task) for task in fairmtl_config.tasks if parsed["tasks"].get(task, {}).get("collapsed")],
         fairness_sections=_fairness_sections(fairmtl_config, parsed),
         teacher_rows=_teacher_rows(teacher_summary, fairmtl_config.tasks),
         training_rows=_training_rows(settings),
@@ -337,110 +340,35 @@ def write_model_card(
     return card
 
 
-def push_model_to_hub(
-    model: nn.Module,
-    repo_id: str,
-    card: ModelCard | None = None,
-    *,
-    eval_metrics: Mapping[str, Any] | None = None,
-    tokenizer: Any = None,
-    commit_message: str = "Upload FairMTL model",
-    commit_description: str | None = None,
-    private: bool | None = None,
-    token: str | bool | None = None,
-    revision: str | None = None,
-    create_pr: bool = False,
-    merge_adapter: bool = False,
-    api: HfApi | None = None,
-    **card_kwargs: Any,
-) -> CommitInfo:
-    """Create the repo if needed and push the model, its card and (optionally) its tokenizer in one commit.
-
-    A `FairMTLModel` is saved with `save_pretrained`: `config.json`, the safetensors weights and the
-    `configuration_fairmtl.py`/`modeling_fairmtl.py` files that let `AutoModel.from_pretrained(repo,
-    trust_remote_code=True)` load it without hf_fairmtl installed. A `PeftModel` is saved as an adapter (adapter
-    weights, task heads, `fairmtl_config.json`; load it with `hf_fairmtl.peft_utils.load_peft_model(repo)`),
-    or merged into a full model first with `merge_adapter=True`.
-
-    Args:
-        model: A `FairMTLModel` or a `PeftModel` around one.
-        repo_id: Target model repo (`"user/name"`).
-        card: The card to push; rendered with [`render_model_card`] from `eval_metrics` and `card_kwargs` if not
-            given.
-        eval_metrics: Metrics of the last evaluation, for a card rendered here.
-        tokenizer: Saved next to the model when given.
-        commit_message: Commit title.
-        commit_description: Commit description.
-        private: Visibility of a newly created repo.
-        token: Hub token (defaults to the logged-in one / `HF_TOKEN`).
-        revision: Branch to commit to.
-        create_pr: Open a pull request instead of committing to the branch.
-        merge_adapter: Push a PEFT model as a merged full model (the adapter merged into a copy of the model).
-        api: The `HfApi` to use (e.g. one with another endpoint); a new one otherwise.
-        **card_kwargs: Passed to [`render_model_card`] when `card` is not given.
-
-    Returns:
-        The `huggingface_hub.CommitInfo` of the commit.
-    """
-    is_adapter = _is_peft_model(model)
-    if merge_adapter and is_adapter:
-        # merge_and_unload rewrites the modules in place; the caller's PeftModel stays usable.
-        model = copy.deepcopy(model).merge_and_unload()
-        is_adapter = False
-    api = api or HfApi(token=token)
-    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, token=token)
-    if card is None:
-        card = render_model_card(model, eval_metrics, repo_id=repo_url.repo_id, **card_kwargs)
-    with tempfile.TemporaryDirectory() as folder:
-        if is_adapter:
-            from .peft_utils import save_peft_model
-
-            save_peft_model(model, folder)
-        else:
-            model.save_pretrained(folder)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(folder)
-        # After saving: PEFT writes its own generic README.md, which this card replaces.
-        save_model_card(folder, card)
-        return api.upload_folder(
-            repo_id=repo_url.repo_id,
-            folder_path=folder,
-            commit_message=commit_message,
-            commit_description=commit_description,
-            token=token,
-            revision=revision,
-            create_pr=create_pr,
-        )
-
-
 def _template_path() -> Path:
     # Package data, so an installed wheel renders cards too.
-    return Path(__file__).resolve().parent / "model_cards" / TEMPLATE_NAME
+    return Path(__file__).resolve().parent / "templates" / TEMPLATE_NAME
 
 
 def _fairmtl_config(config: FairMTLConfig | nn.Module) -> FairMTLConfig:
-    return config if isinstance(config, FairMTLConfig) else _unwrap(config).config
+    return config if isinstance(config, FairMTLConfig) else _fairmtl_model(config).config
 
 
-def _is_peft_model(model: nn.Module) -> bool:
-    # peft is optional: without it nothing can be a PeftModel.
+def is_adapter_model(model: nn.Module) -> bool:
+    """Whether `model` is a `peft.PeftModel` (False without peft installed: then nothing can be one)."""
     try:
-        from .peft_utils import is_peft_model
+        from ..peft_utils import is_peft_model
     except ImportError:
         return False
     return is_peft_model(model)
 
 
-def _unwrap(model: nn.Module) -> FairMTLModel:
-    if isinstance(model, FairMTLModel):
-        return model
-    if _is_peft_model(model):
-        return model.get_base_model()
-    raise TypeError(f"Expected a FairMTLConfig, a FairMTLModel or a PeftModel around one, got {type(model).__name__}")
+def _fairmtl_model(model: nn.Module) -> nn.Module:
+    base = unwrap_model(model)
+    if not isinstance(getattr(base, "config", None), FairMTLConfig):
+        raise TypeError(
+            f"Expected a FairMTLConfig, a FairMTLModel or a PeftModel around one, got {type(model).__name__}"
+        )
+    return base
 
 
 def _peft_summary(model: nn.Module | None) -> dict[str, Any] | None:
-    if model is None or not _is_peft_model(model):
+    if model is None or not is_adapter_model(model):
         return None
     peft_config = model.peft_config[model.active_adapter]
     targets = peft_config.target_modules
@@ -463,14 +391,10 @@ def _reported_attributes(config: FairMTLConfig, metrics: Mapping[str, Any], pref
     # Configured attributes first; then intersections of two attributes that only the metrics mention.
     names = list(config.group_attribute_names)
     attrs = config.protected_attributes
-    for first in attrs:
-        for second in attrs:
-            name = f"{first}{INTERSECTION_SEPARATOR}{second}"
-            if first == second or name in names or not _has_vocab(config, name):
-                continue
-            starts = tuple("_".join(p for p in (prefix, task, name) if p) + "_" for task in config.tasks)
-            if any(key.startswith(starts) for key in metrics):
-                names.append(name)
+    pairs = [intersection_name(first, second) for first in attrs for second in attrs if first != second]
+    candidates = [name for name in pairs if name not in names and _has_vocab(config, name)]
+    mentioned = attributes_in_keys(metrics, config.tasks, candidates, prefix)
+    names += [name for name in candidates if name in mentioned]
     return [name for name in names if _has_vocab(config, name)]
 
 
@@ -600,7 +524,7 @@ def _teacher_rows(summary: Any, tasks: list[str]) -> list[dict[str, str]]:
                 fraction = fairness / steps if steps else None
         elif isinstance(value, Sequence):
             steps = len(value)
-            fraction = sum(int(a) == FAIRNESS_ACTION for a in value) / steps if steps else None
+            fraction = _fairness_share(value)
         else:
             fraction = value
         fraction = _finite(fraction)
@@ -612,6 +536,13 @@ def _teacher_rows(summary: Any, tasks: list[str]) -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def _fairness_share(actions: Sequence[Any]) -> float | None:
+    """Share of a sequence of teacher actions that chose fairness (`None` when empty)."""
+    from ..strategies import FAIRNESS_ACTION  # imported here: the strategies import the trainer's parts
+
+    return sum(int(a) == FAIRNESS_ACTION for a in actions) / len(actions) if actions else None
 
 
 def _settings_dict(training_args: TrainingArguments | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -630,7 +561,7 @@ def _training_rows(settings: dict[str, Any]) -> list[dict[str, str]]:
         prefix
         for prefix, active in (
             ("teacher_", _as_text(settings.get("strategy")) == "teacher"),
-            ("gradnorm_", settings.get("gradnorm")),
+            ("gradnorm_", _weighting_name(settings) == "gradnorm"),
         )
         if not active
     )
@@ -671,7 +602,7 @@ def _encoder_description(config: FairMTLConfig, model: nn.Module | None, base_mo
         text = f"tabular MLP over {config.num_features} features (hidden sizes {config.tabular_hidden_sizes})"
     if model is not None:
         # Under PEFT this counts the frozen base weights and the adapter's.
-        count = sum(p.numel() for p in _unwrap(model).encoder.parameters())
+        count = sum(p.numel() for p in _fairmtl_model(model).encoder.parameters())
         text += f", {count / 1e6:.1f} M parameters" if count >= 1e5 else f", {count} parameters"
     return text
 
@@ -681,11 +612,83 @@ def _class_names(config: FairMTLConfig, task: str) -> str:
     return ", ".join(_md(name) for name in names) if names else str(config.task_num_labels[task])
 
 
-def _describe(name: str | None, table: dict[str, tuple[str, str]]) -> dict[str, str]:
+def _registry(kind: str) -> Mapping[str, type]:
+    # Imported here: the registries' modules import the trainer's building blocks, which import this module.
+    if kind == "strategy":
+        from ..strategies import STRATEGIES
+
+        return STRATEGIES
+    if kind == "weighting":
+        from ..weighting import WEIGHTINGS
+
+        return WEIGHTINGS
+    from ..losses import FAIRNESS_LOSSES
+
+    return FAIRNESS_LOSSES
+
+
+def describe_component(kind: str, name: str | None) -> dict[str, Any]:
+    """Title, description and BibTeX citation of a registered strategy, fairness loss or task weighting.
+
+    Read from the registered class (`title`, `description`, `citation` class attributes, TRL's `_name`/`_paper`
+    pattern), so a user's own registered component is described in the card like a built-in one.
+
+    Args:
+        kind: `"strategy"`, `"loss"` or `"weighting"`.
+        name: The registry name; `None` when the training settings do not record it.
+
+    Returns:
+        `{"title": "Title (`name`)", "text": description, "citation": BibTeX or None}`; a name that is not
+        registered is shown as is, without description.
+    """
     if not name:
-        return {"title": "not recorded", "text": ""}
-    title, text = table.get(name, (name, ""))
-    return {"title": f"{title} (`{name}`)", "text": text}
+        return {"title": "not recorded", "text": "", "citation": None}
+    cls = _registry(kind).get(name)
+    title = getattr(cls, "title", "") or name
+    return {
+        "title": f"{title} (`{name}`)",
+        "text": getattr(cls, "description", "") or "",
+        "citation": getattr(cls, "citation", None) or None,
+    }
+
+
+def _weighting_name(settings: Mapping[str, Any]) -> str | None:
+    """The task weighting of the settings; `gradnorm=True` (the alias of `weighting="gradnorm"`) included."""
+    name = _as_text(settings.get("weighting"))
+    if settings.get("gradnorm") and name in (None, "equal"):
+        return "gradnorm"
+    if name is None and "gradnorm" in settings:
+        return "equal"
+    return name
+
+
+def _method_context(strategy: str | None, fairness_loss: str | None, weighting: str | None) -> dict[str, Any]:
+    """Template variables describing the method: strategy, fairness objective, task weighting, citations."""
+    described = {
+        "strategy": describe_component("strategy", strategy),
+        "fairness_objective": describe_component("loss", fairness_loss),
+        "weighting": describe_component("weighting", weighting) if weighting else None,
+    }
+    citations = [part["citation"] for part in described.values() if part and part["citation"]]
+    return {**described, "citations": list(dict.fromkeys(c.strip() for c in citations))}
+
+
+def _accuracy_rows(config: FairMTLConfig, parsed: dict[str, Any]) -> list[dict[str, str]]:
+    rows = []
+    for task in config.tasks:
+        figures = parsed["tasks"].get(task, {})
+        share = figures.get("majority_prediction_share")
+        collapsed = figures.get("collapsed")
+        rows.append(
+            {
+                "task": _md(task),
+                "accuracy": _fmt(parsed["accuracy"].get(task)),
+                "balanced_accuracy": _fmt(figures.get("balanced_accuracy")),
+                "majority_share": MISSING if share is None else f"{share:.1%}",
+                "collapsed": MISSING if collapsed is None else ("**yes**" if collapsed else "no"),
+            }
+        )
+    return rows
 
 
 def _usage_code(repo: str, is_adapter: bool) -> str:
