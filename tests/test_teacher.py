@@ -237,21 +237,19 @@ def make_args(tmp_path, **overrides) -> FairMTLTrainingArguments:
     return trainer_args(tmp_path, **{**teacher_settings, **overrides})
 
 
-def use_teacher(trainer: FairMTLTrainer, **settings) -> TeacherCallback:
-    """Swap the trainer's default teacher for one built with `settings`."""
-    callback = TeacherCallback(trainer, **settings)
-    trainer.remove_callback(trainer.teacher_callback)
-    trainer.add_callback(callback)
-    trainer.teacher_callback = callback
-    return callback
-
-
-def small_trainer(tmp_path, seed: int = 0, **overrides) -> FairMTLTrainer:
+def small_trainer(tmp_path, seed: int = 0, callback: TeacherCallback | None = None, **overrides) -> FairMTLTrainer:
+    """A teacher run on the synthetic biased rows; `callback` replaces the default teacher (the trainer binds it)."""
     torch.manual_seed(seed)
     train = Dataset.from_list(biased_rows(256, seed=seed))
     heldout = Dataset.from_list(biased_rows(96, seed=seed + 50))
     model = FairMTLModel(tabular_config())
-    return FairMTLTrainer(model=model, args=make_args(tmp_path, **overrides), train_dataset=train, eval_dataset=heldout)
+    return FairMTLTrainer(
+        model=model,
+        args=make_args(tmp_path, **overrides),
+        train_dataset=train,
+        eval_dataset=heldout,
+        callbacks=[callback] if callback is not None else None,
+    )
 
 
 def test_callback_drives_actions_and_logs(tmp_path) -> None:
@@ -288,7 +286,8 @@ def test_settings_come_from_arguments_unless_overridden(tmp_path) -> None:
     callback = trainer.teacher_callback
     assert (callback.settings.interval, callback.settings.gamma) == (7, 0.5)
     assert callback.teacher.dqn.state_size == 16 and callback.heldout.labels.shape == (64, 2)
-    custom = use_teacher(trainer, heldout_dataset=Dataset.from_list(biased_rows(40, seed=9)), interval=3)
+    custom = TeacherCallback(heldout_dataset=Dataset.from_list(biased_rows(40, seed=9)), interval=3)
+    assert small_trainer(tmp_path, callback=custom, teacher_interval=7, teacher_gamma=0.5).teacher_callback is custom
     assert custom.settings.interval == 3 and custom.settings.gamma == 0.5
     assert custom.heldout.labels.shape == (40, 2)
 
@@ -339,12 +338,13 @@ def test_teacher_package_does_not_import_the_trainer() -> None:
 
 def test_teacher_forced_to_fairness_trains_like_fixed_fairness_actions(tmp_path) -> None:
     """The teacher machinery (held-out encoding, look-ahead, Q updates) leaves the student's training alone."""
-    fixed = small_trainer(tmp_path / "fixed")
-    use_teacher(fixed, interval=10**6, initial_action=FAIRNESS_ACTION)  # never a teacher step: always F_t
+    # Never a teacher step: always F_t.
+    fixed = small_trainer(tmp_path / "fixed", callback=TeacherCallback(interval=10**6, initial_action=FAIRNESS_ACTION))
     fixed.train()
 
-    forced = small_trainer(tmp_path / "forced")
-    callback = use_teacher(forced, interval=1, lr=0.0, epsilon=0.0, initial_action=None)
+    callback = TeacherCallback(interval=1, lr=0.0, epsilon=0.0, initial_action=None)
+    forced = small_trainer(tmp_path / "forced", callback=callback)
+    assert forced.teacher_callback is callback
     with torch.no_grad():
         for head in callback.teacher.dqn.q_heads:
             head.bias.copy_(torch.tensor([0.0, -1.0, 1.0]))  # Q(s, fairness) − Q(s, accuracy) = 2 everywhere

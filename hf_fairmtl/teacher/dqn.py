@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..weighting.gradnorm import GradNorm
+from ..weighting import GradNorm
 from .reward import teacher_reward
 from .settings import (
     ACCURACY_ACTION,
