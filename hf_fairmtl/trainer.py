@@ -1,23 +1,17 @@
 """`FairMTLTrainer`: a `transformers.Trainer` whose loss is a fairness-aware multi-task objective.
 
-One forward pass gives every task's logits and the shared representation; `compute_loss` builds per-task
-accuracy losses (masked cross-entropy) and fairness losses (a registry entry, per protected attribute)
-and combines them by strategy:
-
-* `vanilla`  — Σ_t w_t·CE_t / T.
-* `weighted` — Σ_t w_t·CE_t / T + Σ_t λ_t·F_t (L2T-FMT's fixed-λ baseline; with a fairness loss on an
-  auxiliary task only, the Aguirre & Dredze fairness-transfer objective).
-* `mtaf`     — like `weighted`, with MTA-F's routing (Wang et al., KDD 2021): fairness on negatives;
-  the fairness of rows labelled only for task t reaches only head t, the rest only the shared encoder.
-* `greedy`   — Σ_t w_t·max(CE_t, F_t) / T (G-FMT).
-* `teacher`  — Σ_t w_t·O_t / T with O_t = CE_t or F_t as the L2T-FMT teacher picks (`TeacherCallback`).
-
-w_t = 1, or GradNorm weights when `gradnorm=True`.
+One forward pass gives every task's logits and the shared representation. Per task, `compute_loss` builds the
+accuracy loss CE_t (masked cross-entropy) and, for tasks with fairness attributes, the fairness loss F_t (a
+registered loss per protected attribute) on the logits the strategy routes; the strategy
+(`hf_fairmtl.strategies`, `args.strategy`) turns both into the task's share of the objective, and the task
+weighting (`hf_fairmtl.weighting`, `args.weighting`) weighs the shares — or, for gradient surgery, rewrites the
+shared gradients before the optimizer step. Neither is named here: both are looked up in their registries.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -26,22 +20,26 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer import OPTIMIZER_NAME, OPTIMIZER_NAME_BIN
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .configuration_fairmtl import FairMTLConfig
-from .gradnorm import GradNorm
 from .groups import attribute_group_ids
-from .hub import DEFAULT_TAGS
+from .cards import DEFAULT_TAGS
 from .losses import FAIRNESS_LOSSES, build_fairness_loss
 from .losses.distributed import all_reduce_sum
 from .metrics import make_compute_metrics
+from .metrics.keys import loss_key, task_key
 from .modeling_fairmtl import IGNORE_INDEX, FairMTLModelOutput, masked_cross_entropy
+from .strategies import FAIRNESS_GRAD_TARGETS, STRATEGIES, BatchView, Strategy, TaskTerms
+from .teacher.settings import TeacherSettings
+from .utils import suggest_names, unwrap_model
+from .weighting import WEIGHTINGS, TaskWeighting, WeightingInputs
 
-STRATEGIES = ("vanilla", "weighted", "mtaf", "greedy", "teacher")
-FAIRNESS_GRAD_TARGETS = ("shared", "heads", "all")
-ACCURACY_ACTION, FAIRNESS_ACTION = 0, 1
 STATE_FILE = "fairmtl_state.pt"
+STATE_VERSION = 2
 DEFAULT_FAIRNESS_WEIGHTS = {"eps_deo": 10.0}
+JSON_FIELDS = ("fairness_loss_kwargs", "fairness_weight", "fairness_attributes", "weighting_kwargs")
 
 
 @dataclass
@@ -54,14 +52,14 @@ class FairMTLTrainingArguments(TrainingArguments):
 
     strategy: str = field(
         default="vanilla",
-        metadata={"help": "How task and fairness losses combine.", "choices": list(STRATEGIES)},
+        metadata={"help": "How task and fairness losses combine: a name registered in hf_fairmtl.strategies."},
     )
     fairness_loss: str | None = field(
         default=None,
         metadata={
-            "help": "Name of a fairness loss in hf_fairmtl.losses.FAIRNESS_LOSSES. Default: 'eps_deo' for `weighted` "
-            "(the fairness-transfer objective), 'robust_eo' (L2T-FMT's robust log-loss, itself a log-loss that "
-            "the teacher and G-FMT can train on alone) for the other strategies."
+            "help": "Name of a fairness loss in hf_fairmtl.losses.FAIRNESS_LOSSES. Default: the strategy's own "
+            "(`default_fairness_loss`: 'eps_deo' for `weighted`, the fairness-transfer objective; 'robust_eo', "
+            "L2T-FMT's robust log-loss, for the others)."
         },
     )
     fairness_loss_kwargs: dict | str | None = field(
@@ -71,10 +69,9 @@ class FairMTLTrainingArguments(TrainingArguments):
     fairness_weight: dict | str | float | None = field(
         default=None,
         metadata={
-            "help": "λ of `weighted`/`mtaf`: one float for every task, or a JSON dict task -> λ (absent tasks get "
-            "0). Default: 10 for eps_deo (it cut the target task's EO violation most at < 1 point of accuracy in "
-            "the synthetic transfer test, λ ∈ {3, 5, 10, 20}; on MiniLM + BUG text it was too strong and λ = 3 "
-            "was the best trade-off of λ ∈ {1, 3, 5, 10}, so tune it per data set), 1 for the other losses."
+            "help": "λ of the strategies with a fixed fairness weight (`weighted`, `mtaf`): one float ≥ 0 for every "
+            "task, or a JSON dict task -> λ (absent tasks get 0). Default: 10 for eps_deo, 1 for the other losses. "
+            "The best λ depends on the data set (see benchmarks/README.md)."
         },
     )
     fairness_attributes: dict | str | None = field(
@@ -89,75 +86,145 @@ class FairMTLTrainingArguments(TrainingArguments):
         metadata={
             "help": "Which parameters the fairness gradient reaches: 'shared' (the encoder only; the head is held "
             "fixed inside the fairness term, which is what transfers fairness to tasks without demographics), "
-            "'heads', or 'all'. Default: 'shared' for `weighted`; 'all' for `greedy` and `teacher`, whose chosen "
-            "fairness loss replaces the task loss and so must also train the head (as in L2T-FMT). Not used by "
-            "`mtaf`, which routes by MTA-F's rule.",
+            "'heads', or 'all'. Default: the strategy's (`shared` for `weighted`; `all` for `greedy` and "
+            "`teacher`, whose chosen fairness loss replaces the task loss and so must train the head too).",
             "choices": list(FAIRNESS_GRAD_TARGETS),
         },
     )
-    gradnorm: bool = field(default=False, metadata={"help": "Balance task weights with GradNorm."})
+    weighting: str = field(
+        default="equal",
+        metadata={"help": "Task weighting: a name registered in hf_fairmtl.weighting (equal, gradnorm, ...)."},
+    )
+    weighting_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments of the task weighting, e.g. '{\"temperature\": 2}' for dwa."},
+    )
+    gradnorm: bool = field(default=False, metadata={"help": "Alias of `weighting='gradnorm'`."})
     gradnorm_alpha: float = field(default=1.5, metadata={"help": "GradNorm asymmetry α."})
     gradnorm_lr: float = field(default=0.025, metadata={"help": "Learning rate of the GradNorm weights."})
-    teacher_interval: int = field(default=10, metadata={"help": "Teacher step every N optimizer steps."})
-    teacher_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the teacher DQN."})
-    teacher_gamma: float = field(default=0.9, metadata={"help": "Discount γ of the teacher's Q target."})
-    teacher_epsilon: float = field(default=0.1, metadata={"help": "ε-greedy exploration of the teacher."})
-    teacher_hidden_size: int = field(default=64, metadata={"help": "Hidden width of the teacher DQN."})
+    # Defaults of the teacher_* fields: hf_fairmtl.teacher.TeacherSettings (the one place they are written).
+    teacher_interval: int = field(
+        default=TeacherSettings.interval, metadata={"help": "Teacher step every N optimizer steps."}
+    )
+    teacher_lr: float = field(default=TeacherSettings.lr, metadata={"help": "Learning rate of the teacher DQN."})
+    teacher_gamma: float = field(
+        default=TeacherSettings.gamma, metadata={"help": "Discount γ of the teacher's Q target."}
+    )
+    teacher_epsilon: float = field(
+        default=TeacherSettings.epsilon, metadata={"help": "ε-greedy exploration of the teacher."}
+    )
+    teacher_hidden_size: int = field(
+        default=TeacherSettings.hidden_size, metadata={"help": "Hidden width of the teacher DQN."}
+    )
     teacher_state_size: int = field(
-        default=128, metadata={"help": "Width the flattened head weights are projected to (teacher state)."}
+        default=TeacherSettings.state_size,
+        metadata={"help": "Width the flattened head weights are projected to (teacher state)."},
     )
     teacher_heldout_size: int = field(
-        default=256, metadata={"help": "Rows of the held-out batch the teacher scores look-ahead steps on."}
+        default=TeacherSettings.heldout_size,
+        metadata={"help": "Rows of the held-out batch the teacher scores look-ahead steps on."},
     )
-    teacher_lookahead_lr: float = field(default=0.1, metadata={"help": "Learning rate of the simulated head step."})
-    teacher_seed: int = field(default=0, metadata={"help": "Seed of the teacher's exploration and projection."})
+    teacher_heldout_refresh: int = field(
+        default=TeacherSettings.heldout_refresh,
+        metadata={"help": "Re-encode the teacher's held-out rows every N teacher steps (cached in between)."},
+    )
+    teacher_lookahead_lr: float = field(
+        default=TeacherSettings.lookahead_lr, metadata={"help": "Learning rate of the simulated head step."}
+    )
+    teacher_seed: int = field(
+        default=TeacherSettings.seed, metadata={"help": "Seed of the teacher's exploration and projection."}
+    )
+    teacher_gradnorm_alpha: float = field(
+        default=TeacherSettings.gradnorm_alpha,
+        metadata={"help": "GradNorm α of the teacher's own task balancing (not the student's gradnorm_alpha)."},
+    )
+    teacher_gradnorm_lr: float = field(
+        default=TeacherSettings.gradnorm_lr,
+        metadata={"help": "Learning rate of the teacher's own GradNorm weights (not the student's gradnorm_lr)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("fairness_loss_kwargs", "fairness_weight", "fairness_attributes"):
+        for name in JSON_FIELDS:
             value = getattr(self, name)
             if isinstance(value, str):
                 try:
                     setattr(self, name, json.loads(value))
                 except json.JSONDecodeError as error:
                     raise ValueError(f"`{name}` is not valid JSON: {value!r} ({error})") from None
+        strategy = STRATEGIES.get_class(self.strategy)
+        self._resolve_weighting()
         if self.fairness_loss is None:
-            self.fairness_loss = "eps_deo" if self.strategy == "weighted" else "robust_eo"
+            self.fairness_loss = strategy.default_fairness_loss
         if self.fairness_weight is None:
             self.fairness_weight = DEFAULT_FAIRNESS_WEIGHTS.get(self.fairness_loss, 1.0)
         if self.fairness_grad_to is None:
-            self.fairness_grad_to = "all" if self.strategy in ("greedy", "teacher") else "shared"
+            self.fairness_grad_to = strategy.default_fairness_grad_to
         if self.fairness_loss_kwargs is None:
             self.fairness_loss_kwargs = {}
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"Unknown strategy {self.strategy!r}; choose one of {list(STRATEGIES)}")
+        if self.weighting_kwargs is None:
+            self.weighting_kwargs = {}
         if self.fairness_grad_to not in FAIRNESS_GRAD_TARGETS:
             raise ValueError(
                 f"Unknown fairness_grad_to {self.fairness_grad_to!r}; choose one of {list(FAIRNESS_GRAD_TARGETS)}"
             )
         if self.fairness_loss not in FAIRNESS_LOSSES:
             raise ValueError(
-                f"Unknown fairness_loss {self.fairness_loss!r}; registered losses: {sorted(FAIRNESS_LOSSES)}"
+                f"Unknown fairness_loss {self.fairness_loss!r}{suggest_names(self.fairness_loss, FAIRNESS_LOSSES)}; "
+                f"registered losses: {sorted(FAIRNESS_LOSSES)}"
             )
-        if self.teacher_interval < 1:
-            raise ValueError("`teacher_interval` must be at least 1")
+        validate_fairness_weight(self.fairness_weight)
+        self._validate_numbers()
         if self.label_names is None:
             # Both label columns reach compute_metrics (group metrics need the groups).
             self.label_names = ["labels", "group_labels"]
 
+    def _resolve_weighting(self) -> None:
+        """`gradnorm=True` is an alias of `weighting="gradnorm"`; afterwards both say the same."""
+        WEIGHTINGS.get_class(self.weighting)
+        if self.gradnorm and self.weighting not in ("equal", "gradnorm"):
+            raise ValueError(f"`gradnorm=True` contradicts `weighting={self.weighting!r}`: set only one of them")
+        if self.gradnorm:
+            self.weighting = "gradnorm"
+        self.gradnorm = self.weighting == "gradnorm"
 
-class _GradNormStep(TrainerCallback):
-    """Applies the GradNorm update once per optimizer step, after the accumulated micro-batches."""
+    def _validate_numbers(self) -> None:
+        checks = {
+            "gradnorm_alpha": (self.gradnorm_alpha, 0.0, math.inf, "a finite number >= 0"),
+            "gradnorm_lr": (self.gradnorm_lr, 1e-12, math.inf, "a finite number > 0"),
+            "teacher_lr": (self.teacher_lr, 1e-12, 1.0, "in (0, 1] (a larger Adam rate makes the DQN diverge)"),
+            "teacher_epsilon": (self.teacher_epsilon, 0.0, 1.0, "a probability in [0, 1]"),
+            "teacher_gamma": (self.teacher_gamma, 0.0, 1.0, "a discount in [0, 1]"),
+            "teacher_interval": (self.teacher_interval, 1, math.inf, "an integer >= 1"),
+            "teacher_heldout_size": (self.teacher_heldout_size, 1, math.inf, "an integer >= 1"),
+            "teacher_lookahead_lr": (self.teacher_lookahead_lr, 1e-12, math.inf, "a finite number > 0"),
+        }
+        for name, (value, low, high, text) in checks.items():
+            if not isinstance(value, int | float) or not math.isfinite(value) or not low <= value <= high:
+                raise ValueError(f"`{name}` must be {text}, got {value!r}")
 
-    def __init__(self, gradnorm: GradNorm) -> None:
-        self.gradnorm = gradnorm
+
+def validate_fairness_weight(value: Any) -> None:
+    """λ must be finite and ≥ 0 (a negative λ maximises unfairness; NaN turns every parameter into NaN)."""
+    values = value.items() if isinstance(value, dict) else [("", value)]
+    for task, weight in values:
+        where = f" for task {task!r}" if task else ""
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"`fairness_weight`{where} must be a finite number >= 0, got {weight!r}")
+
+
+class _WeightingStep(TrainerCallback):
+    """Updates the task weighting once per optimizer step, after the accumulated micro-batches."""
+
+    def __init__(self, weighting: TaskWeighting) -> None:
+        self.weighting = weighting
 
     def on_optimizer_step(self, args, state, control, **kwargs) -> None:
-        self.gradnorm.step()
+        self.weighting.step()
 
 
 class FairMTLTrainer(Trainer):
-    """Trainer for [`FairMTLModel`] with fairness losses, strategies, GradNorm and the L2T-FMT teacher.
+    """Trainer for [`FairMTLModel`] with fairness losses, strategies, task weightings and the L2T-FMT teacher.
 
     Args:
         model: A `FairMTLModel` (or a PEFT model wrapping one).
@@ -217,8 +284,26 @@ class FairMTLTrainer(Trainer):
         self.fairmtl_config = config
         self.fairness_attributes = _resolve_fairness_attributes(config, args.fairness_attributes)
         self.fairness_weights = _resolve_fairness_weights(config, args.fairness_weight)
-        conditions = "negative" if args.strategy == "mtaf" else "both"
-        self.fairness_losses = nn.ModuleDict(
+        self.strategy: Strategy = STRATEGIES.get_class(args.strategy)(args, config, self.fairness_attributes)
+        self.fairness_losses = self._build_fairness_losses().to(args.device)
+        self.weighting: TaskWeighting = (
+            WEIGHTINGS.get_class(args.weighting).from_training_args(config.num_tasks, args).to(args.device)
+        )
+        self.add_callback(_WeightingStep(self.weighting))
+        # GradNorm differentiates each task loss at the heads' input. Under DDP the model's outputs are copies made
+        # by DDP's autograd sink, disconnected from that input, so the input is captured where the heads read it.
+        self._head_input: torch.Tensor | None = None
+        unwrap_model(self.model).heads[config.tasks[0]].register_forward_pre_hook(self._capture_head_input)
+        self._logged_values: dict[str, dict[str, list[tuple[torch.Tensor, torch.Tensor]]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+        for callback in self.strategy.callbacks(self):
+            self.add_callback(callback)
+
+    def _build_fairness_losses(self) -> nn.ModuleDict:
+        args, config = self.args, self.fairmtl_config
+        return nn.ModuleDict(
             {
                 task: nn.ModuleDict(
                     {
@@ -226,7 +311,7 @@ class FairMTLTrainer(Trainer):
                             args.fairness_loss,
                             num_groups=config.num_groups(attr),
                             num_classes=config.task_num_labels[task],
-                            conditions=conditions,
+                            conditions=self.strategy.conditions,
                             **args.fairness_loss_kwargs,
                         )
                         for attr in attrs
@@ -235,33 +320,7 @@ class FairMTLTrainer(Trainer):
                 for task, attrs in self.fairness_attributes.items()
                 if attrs
             }
-        ).to(args.device)
-        self.gradnorm = None
-        if args.gradnorm:
-            self.gradnorm = GradNorm(config.num_tasks, alpha=args.gradnorm_alpha, lr=args.gradnorm_lr).to(args.device)
-            self.add_callback(_GradNormStep(self.gradnorm))
-        # GradNorm differentiates each task loss at the heads' input. Under DDP the model's outputs are copies made
-        # by DDP's autograd sink, disconnected from that input, so the input is captured where the heads read it.
-        self._head_input: torch.Tensor | None = None
-        _base_model(self.model).heads[config.tasks[0]].register_forward_pre_hook(self._capture_head_input)
-        self.task_actions = [ACCURACY_ACTION] * config.num_tasks
-        self.last_train_batch: dict[str, torch.Tensor] | None = None
-        self._logged_values: dict[str, dict[str, list[torch.Tensor]]] = {
-            "train": defaultdict(list),
-            "eval": defaultdict(list),
-        }
-        self.teacher_callback = None
-        if args.strategy == "teacher":
-            from .teacher import TeacherCallback
-
-            existing = [cb for cb in self.callback_handler.callbacks if isinstance(cb, TeacherCallback)]
-            if existing:
-                self.teacher_callback = existing[0]
-                if self.teacher_callback.trainer is not self:
-                    self.teacher_callback.bind(self)
-            else:
-                self.teacher_callback = TeacherCallback.from_trainer(self)
-                self.add_callback(self.teacher_callback)
+        )
 
     # ------------------------------------------------------------------ losses
 
@@ -275,11 +334,7 @@ class FairMTLTrainer(Trainer):
         return attribute_group_ids(self.fairmtl_config, group_labels.long(), attr)
 
     def _fairness_loss(
-        self,
-        task_index: int,
-        logits: torch.Tensor,
-        labels: torch.Tensor,
-        group_labels: torch.Tensor | None,
+        self, task_index: int, logits: torch.Tensor, labels: torch.Tensor, group_labels: torch.Tensor | None
     ) -> torch.Tensor:
         """F_t: the task's fairness loss averaged over its fairness attributes (0 with a graph if none)."""
         task = self.fairmtl_config.tasks[task_index]
@@ -296,7 +351,7 @@ class FairMTLTrainer(Trainer):
         """Task logits whose gradient reaches only the parameters `route` names."""
         if route == "all":
             return logits
-        head = _base_model(self.model).heads[self.fairmtl_config.tasks[task_index]]
+        head = unwrap_model(self.model).heads[self.fairmtl_config.tasks[task_index]]
         if route == "heads":
             return head(shared.detach())
         # The head's weights enter this graph as constants: cheaper than torch.func.functional_call, and the flags
@@ -325,6 +380,31 @@ class FairMTLTrainer(Trainer):
         finally:
             self.fairness_losses.train(was_training)
 
+    def batch_view(self, shared, logits, labels, group_labels, training: bool) -> BatchView:
+        """What a strategy sees of a micro-batch (see [`BatchView`])."""
+        return BatchView(
+            config=self.fairmtl_config,
+            shared=shared,
+            logits=logits,
+            labels=labels,
+            group_labels=group_labels,
+            training=training,
+            routed_logits=lambda t, route: self._routed_logits(t, shared, logits[t], route),
+            fairness_loss=lambda t, task_logits: self._fairness_loss(t, task_logits, labels[:, t], group_labels),
+            group_ids=lambda attr: self._group_ids(group_labels, attr, labels.shape[0], labels.device),
+        )
+
+    def _task_terms(self, t: int, batch: BatchView, window: tuple[torch.Tensor | None, int, int]) -> TaskTerms:
+        """CE_t (plain and window-normalised) and F_t of task `t` on the micro-batch."""
+        num_items, world_size, micro_batches = window
+        task = self.fairmtl_config.tasks[t]
+        accuracy, count = masked_cross_entropy(batch.logits[t], batch.labels[:, t])
+        exact = accuracy if num_items is None else accuracy * count * world_size / num_items[t].clamp(min=1)
+        fairness = None
+        if self.strategy.uses_fairness and task in self.fairness_losses:
+            fairness = batch.fairness_loss(t, self.strategy.fairness_logits(t, batch))
+        return TaskTerms(t, task, accuracy, exact, fairness, count > 0, micro_batches, self.fairness_weights[task])
+
     def compute_loss(
         self,
         model: nn.Module,
@@ -332,106 +412,68 @@ class FairMTLTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | None = None,
     ):
+        batch, head_input = self._forward(model, inputs)
+        self.fairness_losses.train(batch.training)
+        window = self._accumulation_window(batch.training, num_items_in_batch)
+        terms = [self._task_terms(t, batch, window) for t in range(self.fairmtl_config.num_tasks)]
+        shares = [self.strategy.combine(term, batch) for term in terms]
+        present = torch.stack([term.present for term in terms])
+        task_losses = self.weighting.task_losses(
+            [share.weighted for share in shares], [share.unweighted for share in shares], present, window[2]
+        )
+        total = batch.shared.sum() * 0.0
+        for loss in task_losses:
+            total = total + loss
+        extra = self.strategy.extra_loss(batch)
+        if extra is not None:
+            total = total + extra
+        self._log_terms("train" if batch.training else "eval", terms)
+        if batch.training:
+            objectives = [share.objective for share in shares]
+            self.weighting.accumulate(
+                WeightingInputs(objectives, task_losses, head_input, present, self._shared_parameters())
+            )
+        self.strategy.after_batch(batch)
+        if return_outputs:
+            return total, FairMTLModelOutput(loss=total.detach(), logits=batch.logits)
+        return total
+
+    def _forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[BatchView, torch.Tensor]:
         if "labels" not in inputs:
             raise ValueError("FairMTLTrainer needs a `labels` column ([batch, num_tasks], -100 = missing)")
-        labels = inputs["labels"]
-        group_labels = inputs.get("group_labels")
         model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "group_labels")}
         self._head_input = None
         outputs = model(**model_inputs, return_shared_representation=True)
         head_input, self._head_input = self._head_input, None
-        logits, shared = outputs.logits, outputs.shared_representation
-        config = self.fairmtl_config
-        labels = _base_model(model)._check_labels(labels)
-        args = self.args
-        training = model.training
-        self.fairness_losses.train(training)
-        mode = "train" if training else "eval"
+        labels = unwrap_model(model).validate_labels(inputs["labels"])
+        batch = self.batch_view(
+            outputs.shared_representation, outputs.logits, labels, inputs.get("group_labels"), model.training
+        )
+        return batch, head_input
 
-        # Normalisers that make the accuracy part exact under gradient accumulation and DDP: divide label sums
-        # by the label count of the whole window on all ranks; DDP then averages the ranks' gradients.
-        windowed = training and torch.is_tensor(num_items_in_batch) and num_items_in_batch.numel() == config.num_tasks
-        world_size = self.accelerator.num_processes if windowed else 1
-        micro_batches = self.current_gradient_accumulation_steps if windowed else 1
+    def _accumulation_window(
+        self, training: bool, num_items_in_batch: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, int, int]:
+        """`(per-task label counts of the window, world size, micro-batches)` that make CE exact under GA and DDP.
 
-        weights = self.gradnorm.task_weights if self.gradnorm is not None else torch.ones(config.num_tasks)
-        weights = weights.to(shared.device)
-        needs_fairness = args.strategy != "vanilla"
-        total = shared.sum() * 0.0
-        objectives: list[torch.Tensor] = []
-        present = []
-        for t, task in enumerate(config.tasks):
-            task_labels = labels[:, t]
-            accuracy_loss, count = masked_cross_entropy(logits[t], task_labels)
-            present.append(count > 0)
-            if windowed:
-                exact_accuracy = accuracy_loss * count * world_size / num_items_in_batch[t].clamp(min=1)
-            else:
-                exact_accuracy = accuracy_loss
-            fairness_loss = None
-            if needs_fairness and task in self.fairness_losses:
-                if args.strategy == "mtaf":
-                    fairness_loss = self._mtaf_fairness(t, shared, logits[t], labels, group_labels)
-                else:
-                    routed = self._routed_logits(t, shared, logits[t], args.fairness_grad_to)
-                    fairness_loss = self._fairness_loss(t, routed, task_labels, group_labels)
-            lam = self.fairness_weights[task]
-            if args.strategy in ("vanilla",) or fairness_loss is None:
-                objective, scaled = accuracy_loss, weights[t] * exact_accuracy / config.num_tasks
-            elif args.strategy in ("weighted", "mtaf"):
-                objective = accuracy_loss
-                scaled = weights[t] * exact_accuracy / config.num_tasks + lam * fairness_loss / micro_batches
-            else:
-                use_fairness = (
-                    bool(fairness_loss.detach() > accuracy_loss.detach())
-                    if args.strategy == "greedy"
-                    else self.task_actions[t] == FAIRNESS_ACTION
-                )
-                objective = fairness_loss if use_fairness else accuracy_loss
-                exact = fairness_loss / micro_batches if use_fairness else exact_accuracy
-                scaled = weights[t] * exact / config.num_tasks
-            total = total + scaled
-            objectives.append(objective)
-            self._record(mode, f"{task}_accuracy_loss", accuracy_loss)
-            if fairness_loss is not None:
-                self._record(mode, f"{task}_fairness_loss", fairness_loss)
-            if self.gradnorm is not None:
-                self._record(mode, f"{task}_gradnorm_weight", weights[t])
-            if args.strategy == "teacher":
-                self._record(mode, f"{task}_action", torch.tensor(float(self.task_actions[t]), device=shared.device))
-
-        if training and self.gradnorm is not None:
-            self.gradnorm.accumulate(objectives, head_input, torch.stack(present))
-        if training and args.strategy == "teacher":
-            self.last_train_batch = {
-                "shared": shared.detach(),
-                "labels": labels.detach(),
-                "group_labels": group_labels.detach() if group_labels is not None else None,
-            }
-        if return_outputs:
-            return total, FairMTLModelOutput(loss=total.detach(), logits=logits)
-        return total
-
-    def _mtaf_fairness(
-        self,
-        task_index: int,
-        shared: torch.Tensor,
-        logits: torch.Tensor,
-        labels: torch.Tensor,
-        group_labels: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """MTA-F routing: fairness of rows labelled only for this task → its head; other rows → shared layers.
-
-        One fairness loss over the whole batch, on logits whose rows come from the head-only route (task-exclusive
-        rows) or the shared-only route (the rest): each row's gradient goes where MTA-F sends it, the group
-        statistics are those of the full batch, and a stateful loss (eps_deo) updates its estimates once per batch.
+        Label sums are divided by the label count of the whole window on all ranks; DDP then averages the ranks'
+        gradients. Outside training (or without counts) CE is the micro-batch mean.
         """
-        labelled = labels != IGNORE_INDEX
-        exclusive = labelled[:, task_index] & (labelled.sum(dim=1) == 1)
-        head_logits = self._routed_logits(task_index, shared, logits, "heads")
-        shared_logits = self._routed_logits(task_index, shared, logits, "shared")
-        routed = torch.where(exclusive.unsqueeze(-1), head_logits, shared_logits)
-        return self._fairness_loss(task_index, routed, labels[:, task_index], group_labels)
+        windowed = (
+            training
+            and torch.is_tensor(num_items_in_batch)
+            and num_items_in_batch.numel() == self.fairmtl_config.num_tasks
+        )
+        if not windowed:
+            return None, 1, 1
+        return num_items_in_batch, self.accelerator.num_processes, self.current_gradient_accumulation_steps
+
+    def _shared_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters outside the task heads (what gradient-surgery weightings rewrite)."""
+        if not self.weighting.owns_backward:
+            return []
+        heads = {id(param) for param in unwrap_model(self.model).heads.parameters()}
+        return [param for param in self.model.parameters() if param.requires_grad and id(param) not in heads]
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
         """Per-task label counts over the accumulation window and all ranks (`[T]`)."""
@@ -443,11 +485,75 @@ class FairMTLTrainer(Trainer):
         )
         return all_reduce_sum(counts.to(device))
 
+    def _clip_grad_norm(self, model: nn.Module):
+        # Gradient surgery rewrites the shared gradients before they are clipped.
+        self._rewrite_gradients()
+        return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm=None):
+        if grad_norm is None:  # no clipping this run: rewrite here, still before the optimizer step
+            self._rewrite_gradients()
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
+
+    def _rewrite_gradients(self) -> None:
+        if self.weighting.owns_backward:
+            self.weighting.rewrite_gradients(self._shared_parameters())
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # Without a `group_labels` column the Trainer would find a label column missing and skip the loss and
+        # compute_metrics; rows without demographics are "unknown group" (-1), which is what they are.
+        attrs = self.fairmtl_config.protected_attributes
+        if "group_labels" in self.label_names and inputs.get("group_labels") is None and "labels" in inputs:
+            rows = inputs["labels"].shape[0]
+            inputs = {**inputs, "group_labels": inputs["labels"].new_full((rows, len(attrs)), -1)}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    # ------------------------------------------------------------------ teacher interface
+
+    def student_model(self) -> nn.Module:
+        """The `FairMTLModel` being trained, without DDP/accelerate/PEFT wrappers."""
+        return unwrap_model(self.model)
+
+    def latest_train_batch(self) -> dict[str, torch.Tensor] | None:
+        """Detached `shared`, `labels` and `group_labels` of the last training micro-batch (teacher strategy)."""
+        return getattr(self.strategy, "latest_batch", None)
+
+    def set_task_actions(self, actions) -> None:
+        """Per-task objective of the teacher strategy: 0 = accuracy loss, 1 = fairness loss."""
+        set_actions = getattr(self.strategy, "set_actions", None)
+        if set_actions is None:
+            raise TypeError(f"strategy {self.args.strategy!r} takes no teacher actions (use strategy='teacher')")
+        set_actions(actions)
+
+    @property
+    def teacher_callback(self) -> TrainerCallback | None:
+        """The L2T-FMT teacher driving this run (`strategy="teacher"`), else `None`."""
+        return getattr(self.strategy, "teacher_callback", None)
+
+    @property
+    def task_actions(self) -> list[int]:
+        """The teacher strategy's current per-task actions (accuracy = 0 for strategies without a teacher)."""
+        return list(getattr(self.strategy, "actions", [0] * self.fairmtl_config.num_tasks))
+
     # ------------------------------------------------------------------ logging
 
-    def _record(self, mode: str, name: str, value: torch.Tensor) -> None:
+    def _log_terms(self, mode: str, terms: list[TaskTerms]) -> None:
+        weights = self.weighting.task_weights
+        for term in terms:
+            # A task without a labelled row in this micro-batch has no loss to report: weight 0 in the mean.
+            self._record(mode, loss_key(term.task, "accuracy"), term.accuracy, term.present)
+            if term.fairness is not None:
+                self._record(mode, loss_key(term.task, "fairness"), term.fairness, term.present)
+            if self.weighting.name != "equal":
+                self._record(mode, task_key(term.task, f"{self.weighting.name}_weight"), weights[term.index])
+            for name, value in self.strategy.log_values(term).items():
+                self._record(mode, task_key(term.task, name), value)
+
+    def _record(self, mode: str, name: str, value: torch.Tensor, weight: torch.Tensor | None = None) -> None:
         # Kept on device and averaged at log time: no host sync per step.
-        self._logged_values[mode][name].append(value.detach().float().reshape(()))
+        value = value.detach().float().reshape(())
+        weight = torch.ones_like(value) if weight is None else weight.detach().to(value).reshape(())
+        self._logged_values[mode][name].append((value * weight, weight))
 
     def record_metric(self, name: str, value: float | torch.Tensor, mode: str = "train") -> None:
         """Add a value to be averaged over the logging window and merged into the next `log()` call."""
@@ -458,11 +564,16 @@ class FairMTLTrainer(Trainer):
         values = self._logged_values[mode]
         if values:
             names = sorted(values)
-            means = torch.stack([torch.stack(values[name]).mean() for name in names])
-            # Average the per-rank window means so every rank logs the same, global numbers.
-            means = all_reduce_sum(means.to(self.args.device)) / self.accelerator.num_processes
+            sums = torch.stack([torch.stack([torch.stack(pair) for pair in values[name]]).sum(0) for name in names]).to(
+                self.args.device
+            )
+            # Sum over ranks, then divide: every rank logs the same, global numbers.
+            sums = all_reduce_sum(sums)
             prefix = "eval_" if mode == "eval" else ""
-            logs = {**logs, **{prefix + name: round(float(m), 6) for name, m in zip(names, means, strict=True)}}
+            for name, (total, weight) in zip(names, sums.tolist(), strict=True):
+                if weight > 0:
+                    # In place: `evaluate()` returns this very dict, so it carries the same keys as the log.
+                    logs[prefix + name] = round(total / weight, 6)
             values.clear()
         super().log(logs, start_time)
 
@@ -483,7 +594,7 @@ class FairMTLTrainer(Trainer):
         """Write the fairness model card (`README.md`) that `push_to_hub` uploads with the model."""
         if not self.is_world_process_zero():
             return
-        from .hub import last_eval_metrics, write_model_card
+        from .cards import last_eval_metrics, write_model_card
 
         write_model_card(
             self.args.output_dir,
@@ -496,22 +607,48 @@ class FairMTLTrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints
 
+    def _state_owners(self) -> dict[str, Any]:
+        """Everything with training state beyond the model and optimizer, by checkpoint key."""
+        owners: dict[str, Any] = {
+            "strategy": self.strategy,
+            "weighting": self.weighting,
+            "fairness_losses": self.fairness_losses,
+        }
+        for callback in self.callback_handler.callbacks:
+            if hasattr(callback, "state_dict") and hasattr(callback, "load_state_dict"):
+                owners[f"callback:{type(callback).__name__}"] = callback
+        return owners
+
     def fairmtl_state_dict(self) -> dict[str, Any]:
-        """Training state beyond the model and optimizer: GradNorm, fairness-loss buffers, teacher."""
+        """Training state beyond the model and optimizer: strategy, weighting, fairness-loss buffers, callbacks."""
+        state = {key: owner.state_dict() for key, owner in self._state_owners().items()}
+        state["version"] = STATE_VERSION
+        state["settings"] = self._state_settings()
+        return state
+
+    def _state_settings(self) -> dict[str, str]:
         return {
-            "gradnorm": self.gradnorm.state_dict() if self.gradnorm is not None else None,
-            "fairness_losses": self.fairness_losses.state_dict(),
-            "task_actions": list(self.task_actions),
-            "teacher": self.teacher_callback.state_dict() if self.teacher_callback is not None else None,
+            "strategy": self.args.strategy,
+            "weighting": self.args.weighting,
+            "fairness_loss": self.args.fairness_loss,
         }
 
-    def load_fairmtl_state_dict(self, state: dict[str, Any]) -> None:
-        if self.gradnorm is not None and state.get("gradnorm") is not None:
-            self.gradnorm.load_state_dict(state["gradnorm"])
-        self.fairness_losses.load_state_dict(state["fairness_losses"])
-        self.task_actions = list(state["task_actions"])
-        if self.teacher_callback is not None and state.get("teacher") is not None:
-            self.teacher_callback.load_state_dict(state["teacher"])
+    def load_fairmtl_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
+        """Restore [`fairmtl_state_dict`]; a checkpoint of other settings is refused, naming the setting."""
+        saved = state.get("settings", {}) if isinstance(state, dict) else {}
+        for name, value in self._state_settings().items():
+            if name in saved and saved[name] != value:
+                raise ValueError(
+                    f"{source} was written with {name}={saved[name]!r}, but this run uses {name}={value!r}: "
+                    f"resume with the same {name}, or start a new run without resume_from_checkpoint"
+                )
+        for key, owner in self._state_owners().items():
+            if key not in state:
+                raise ValueError(f"{source} has no {key!r} state (written by another hf_fairmtl version or setup)")
+            try:
+                owner.load_state_dict(state[key])
+            except (RuntimeError, KeyError, ValueError) as error:
+                raise ValueError(f"{source}: the {key!r} state does not fit this run's settings ({error})") from None
 
     def _save_checkpoint(self, model: nn.Module, trial) -> None:
         super()._save_checkpoint(model, trial)
@@ -522,16 +659,27 @@ class FairMTLTrainer(Trainer):
             torch.save(self.fairmtl_state_dict(), os.path.join(folder, STATE_FILE))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is not None and not any(
+            os.path.isfile(os.path.join(checkpoint, name)) for name in (OPTIMIZER_NAME, OPTIMIZER_NAME_BIN)
+        ):
+            raise FileNotFoundError(
+                f"{os.path.join(checkpoint, OPTIMIZER_NAME)} is missing: resuming would restart the optimizer from "
+                "scratch and not continue the run exactly; restore the file or start without resume_from_checkpoint"
+            )
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
         path = os.path.join(checkpoint, STATE_FILE)
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                f"{path} is missing: this checkpoint was not written by FairMTLTrainer, so GradNorm, fairness-loss "
-                "and teacher state cannot be restored"
+                f"{path} is missing: this checkpoint was not written by FairMTLTrainer, so the strategy, weighting, "
+                "fairness-loss and teacher state cannot be restored"
             )
-        self.load_fairmtl_state_dict(torch.load(path, map_location=self.args.device, weights_only=False))
+        try:
+            state = torch.load(path, map_location=self.args.device, weights_only=False)
+        except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+            raise ValueError(f"{path} cannot be read ({type(error).__name__}: {error}); the file is corrupt") from None
+        self.load_fairmtl_state_dict(state, source=path)
 
 
 def _module_key(attr: str) -> str:
@@ -539,17 +687,8 @@ def _module_key(attr: str) -> str:
     return attr.replace(".", "_")
 
 
-def _base_model(model: nn.Module) -> nn.Module:
-    """The `FairMTLModel` under DDP/accelerate and PEFT wrappers."""
-    while hasattr(model, "module"):
-        model = model.module
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return model
-
-
 def _fairmtl_config(model: nn.Module) -> FairMTLConfig:
-    config = getattr(_base_model(model), "config", None)
+    config = getattr(unwrap_model(model), "config", None)
     if not isinstance(config, FairMTLConfig):
         raise TypeError(f"FairMTLTrainer needs a FairMTLModel, got {type(model).__name__}")
     return config
@@ -561,7 +700,10 @@ def _resolve_fairness_attributes(config: FairMTLConfig, requested: dict | None) 
     resolved = {task: [] for task in config.tasks}
     for task, attrs in requested.items():
         if task not in resolved:
-            raise ValueError(f"fairness_attributes names unknown task {task!r}; tasks are {config.tasks}")
+            raise ValueError(
+                f"fairness_attributes names unknown task {task!r}{suggest_names(task, config.tasks)}; "
+                f"tasks are {config.tasks}"
+            )
         if isinstance(attrs, str):
             attrs = [attrs]
         for attr in attrs:
@@ -574,6 +716,9 @@ def _resolve_fairness_weights(config: FairMTLConfig, requested: float | dict) ->
     if isinstance(requested, dict):
         unknown = [task for task in requested if task not in config.tasks]
         if unknown:
-            raise ValueError(f"fairness_weight names unknown task {unknown[0]!r}; tasks are {config.tasks}")
+            raise ValueError(
+                f"fairness_weight names unknown task {unknown[0]!r}{suggest_names(unknown[0], config.tasks)}; "
+                f"tasks are {config.tasks}"
+            )
         return {task: float(requested.get(task, 0.0)) for task in config.tasks}
     return dict.fromkeys(config.tasks, float(requested))

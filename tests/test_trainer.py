@@ -9,7 +9,8 @@ from datasets import Dataset
 from transformers import HfArgumentParser
 
 from hf_fairmtl import FairMTLModel
-from hf_fairmtl.trainer import STRATEGIES, FairMTLTrainer, FairMTLTrainingArguments
+from hf_fairmtl.strategies import STRATEGIES
+from hf_fairmtl.trainer import FairMTLTrainer, FairMTLTrainingArguments
 
 from .synthetic import biased_rows, tabular_config, text_rows, transfer_datasets
 
@@ -124,7 +125,7 @@ def test_gradnorm_weights_positive_sum_to_t_and_favour_slow_task(tmp_path) -> No
         if rng.random() < 0.4:
             row["labels"][0] = int(rng.integers(0, 2))
     trainer = train_tabular(tmp_path, Dataset.from_list(rows), gradnorm=True, num_train_epochs=4, gradnorm_lr=0.05)
-    weights = trainer.gradnorm.task_weights
+    weights = trainer.weighting.task_weights
     assert torch.all(weights > 0)
     assert torch.isclose(weights.sum(), torch.tensor(2.0))
     assert weights[0] > weights[1], weights
@@ -168,7 +169,7 @@ def test_resume_gives_same_parameters_as_straight_run(strategy: str, tmp_path) -
     resumed.train(resume_from_checkpoint=str(tmp_path / "straight" / "checkpoint-10"))
     for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(b, a, msg=name)
-    torch.testing.assert_close(resumed.gradnorm.task_weights, straight.gradnorm.task_weights)
+    torch.testing.assert_close(resumed.weighting.task_weights, straight.weighting.task_weights)
     torch.testing.assert_close(resumed.fairness_losses.state_dict(), straight.fairness_losses.state_dict())
     assert resumed.task_actions == straight.task_actions
 
@@ -292,7 +293,9 @@ def test_mtaf_routes_each_rows_fairness_gradient_and_updates_estimates_once(rows
     rows = {"exclusive": exclusive, "shared": both, "mixed": exclusive[:32] + both[:32]}[rows_kind]
     batch = trainer.data_collator(rows)
     shared = model.encode(features=batch["features"])
-    loss = trainer._mtaf_fairness(0, shared, model.heads["target"](shared), batch["labels"], batch["group_labels"])
+    logits = tuple(model.heads[task](shared) for task in model.config.tasks)
+    view = trainer.batch_view(shared, logits, batch["labels"], batch["group_labels"], training=True)
+    loss = view.fairness_loss(0, trainer.strategy.fairness_logits(0, view))
     assert loss.item() > 0
     loss.backward()
     head_grad = model.heads["target"].out_proj.weight.grad

@@ -46,6 +46,11 @@ class _AllReduceSum(torch.autograd.Function):
         return grad, None
 
 
+def world_size() -> int:
+    """Number of processes in the default group (1 outside torch.distributed)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
 def all_reduce_sum(tensor: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """Sum `tensor` over all processes; differentiable when `tensor` requires grad.
 

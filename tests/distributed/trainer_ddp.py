@@ -57,7 +57,7 @@ def main(output_file: str) -> None:
         torch.save(
             {
                 "params": params,
-                "gradnorm": trainer.gradnorm.task_weights.clone(),
+                "gradnorm": trainer.weighting.task_weights.clone(),
                 "logs": logged,
                 "metrics": metrics,
                 "world": world_size,

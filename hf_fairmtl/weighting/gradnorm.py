@@ -12,17 +12,20 @@ cost is T head-only backward passes and never a pass through the encoder.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .losses.distributed import all_reduce_sum
+from ..losses.distributed import all_reduce_sum
+from .base import TaskWeighting, WeightingInputs, register_weighting
 
 MIN_WEIGHT = 1e-3
 
 
-class GradNorm(nn.Module):
+@register_weighting("gradnorm")
+class GradNorm(TaskWeighting):
     """Task weights balanced by GradNorm.
 
     Args:
@@ -30,15 +33,24 @@ class GradNorm(nn.Module):
         alpha: Strength of the pull toward equal training rates (the paper's α; 0 = equal gradient norms).
         lr: Learning rate of the weights' own Adam optimizer.
 
-    Usage per optimisation step: weight the task losses with `weights` (detached), call
-    `accumulate(task_losses, shared, present)` for every micro-batch, then `step()` once.
+    Usage per optimisation step: weight the task losses with `task_weights` (detached), call
+    `accumulate_losses(task_losses, shared, present)` for every micro-batch, then `step()` once. In the trainer
+    (`weighting="gradnorm"`), α and the rate are `gradnorm_alpha` and `gradnorm_lr`.
     """
 
+    title = "GradNorm"
+    description = "task weights that equalise the tasks' gradient norms at the shared representation (Chen et al.)"
+    citation = """@inproceedings{chen2018gradnorm,
+  title = {GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep Multitask Networks},
+  author = {Chen, Zhao and Badrinarayanan, Vijay and Lee, Chen-Yu and Rabinovich, Andrew},
+  booktitle = {International Conference on Machine Learning},
+  year = {2018}
+}"""
+
     def __init__(self, num_tasks: int, alpha: float = 1.5, lr: float = 0.025) -> None:
-        super().__init__()
-        if num_tasks < 1:
-            raise ValueError("GradNorm needs at least one task")
-        self.num_tasks = num_tasks
+        super().__init__(num_tasks)
+        if not (math.isfinite(alpha) and math.isfinite(lr) and alpha >= 0 and lr > 0):
+            raise ValueError(f"GradNorm needs a finite alpha >= 0 and lr > 0, got alpha={alpha!r}, lr={lr!r}")
         self.alpha = alpha
         self.weights = nn.Parameter(torch.ones(num_tasks))
         self.register_buffer("initial_losses", torch.zeros(num_tasks))
@@ -59,12 +71,21 @@ class GradNorm(nn.Module):
         self._reset_window()
         return module
 
+    @classmethod
+    def from_training_args(cls, num_tasks: int, args) -> GradNorm:
+        return cls(num_tasks, alpha=args.gradnorm_alpha, lr=args.gradnorm_lr)
+
     @property
     def task_weights(self) -> torch.Tensor:
         """Current weights, detached (they multiply the task losses in the model's objective)."""
         return self.weights.detach()
 
-    def accumulate(self, task_losses: Sequence[torch.Tensor], shared: torch.Tensor, present: torch.Tensor) -> None:
+    def accumulate(self, inputs: WeightingInputs) -> None:
+        self.accumulate_losses(inputs.objectives, inputs.representation, inputs.present)
+
+    def accumulate_losses(
+        self, task_losses: Sequence[torch.Tensor], shared: torch.Tensor, present: torch.Tensor
+    ) -> None:
         """Record one micro-batch: per-task gradient norms at the shared representation and loss values.
 
         Args:
@@ -113,16 +134,3 @@ class GradNorm(nn.Module):
         with torch.no_grad():
             positive = self.weights.clamp(min=MIN_WEIGHT)
             self.weights.copy_(positive * self.num_tasks / positive.sum())
-
-    def state_dict(self, *args, **kwargs) -> dict:  # noqa: D102 - nn.Module semantics plus the optimizer
-        state = super().state_dict(*args, **kwargs)
-        state["optimizer"] = self.optimizer.state_dict()
-        return state
-
-    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):  # noqa: D102
-        state_dict = dict(state_dict)
-        optimizer_state = state_dict.pop("optimizer", None)
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        if optimizer_state is not None:
-            self.optimizer.load_state_dict(optimizer_state)
-        return result

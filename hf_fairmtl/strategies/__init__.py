@@ -1,0 +1,38 @@
+"""Strategies: how per-task accuracy and fairness losses combine into the training objective.
+
+Registered: `vanilla`, `weighted` (fixed λ; the fairness-transfer objective), `mtaf` (MTA-F), `greedy`
+(G-FMT), `teacher` (L2T-FMT). Add one with `@register_strategy("name")` on a [`Strategy`] subclass; it is then
+a valid `FairMTLTrainingArguments.strategy` (see docs/extending.md).
+"""
+
+from .base import (
+    FAIRNESS_GRAD_TARGETS,
+    STRATEGIES,
+    BatchView,
+    Strategy,
+    TaskObjective,
+    TaskTerms,
+    register_strategy,
+)
+from .greedy import GreedyStrategy
+from .mtaf import MTAFStrategy
+from .teacher import ACCURACY_ACTION, FAIRNESS_ACTION, TeacherStrategy
+from .vanilla import VanillaStrategy
+from .weighted import WeightedStrategy
+
+__all__ = [
+    "ACCURACY_ACTION",
+    "FAIRNESS_ACTION",
+    "FAIRNESS_GRAD_TARGETS",
+    "STRATEGIES",
+    "BatchView",
+    "GreedyStrategy",
+    "MTAFStrategy",
+    "Strategy",
+    "TaskObjective",
+    "TaskTerms",
+    "TeacherStrategy",
+    "VanillaStrategy",
+    "WeightedStrategy",
+    "register_strategy",
+]

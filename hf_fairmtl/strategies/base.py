@@ -1,0 +1,180 @@
+"""The `Strategy` base: how one task's accuracy and fairness terms become its share of the objective.
+
+`FairMTLTrainer.compute_loss` runs one forward pass, computes per task the accuracy loss CE_t and (for tasks
+with fairness attributes) the fairness loss F_t on the logits the strategy asks for, hands both to
+[`Strategy.combine`], and passes the resulting [`TaskObjective`]s to the task weighting. A strategy never
+sees the trainer: what it may use of the batch is in [`BatchView`].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from transformers import TrainerCallback
+
+from ..configuration_fairmtl import FairMTLConfig
+from ..registry import Registry
+
+FAIRNESS_GRAD_TARGETS = ("shared", "heads", "all")
+
+
+@dataclass
+class TaskTerms:
+    """One task's loss terms on the current micro-batch.
+
+    Attributes:
+        index: Position of the task in `config.tasks`.
+        task: Task name.
+        accuracy: Mean cross-entropy over the task's labelled rows (0 with a graph when none).
+        exact_accuracy: The same, rescaled so that summing it over the micro-batches of an accumulation window
+            and averaging over ranks gives the window's mean (what one large batch would give).
+        fairness: F_t, the fairness loss averaged over the task's attributes; `None` when the task has none.
+        present: Whether the task has a labelled row in this micro-batch (bool tensor).
+        micro_batches: Micro-batches in the accumulation window (divides batch-level terms such as F_t).
+        fairness_weight: λ_t from `fairness_weight`.
+    """
+
+    index: int
+    task: str
+    accuracy: torch.Tensor
+    exact_accuracy: torch.Tensor
+    fairness: torch.Tensor | None
+    present: torch.Tensor
+    micro_batches: int
+    fairness_weight: float
+
+
+@dataclass
+class TaskObjective:
+    """A task's share of the objective: `w_t · weighted / T + unweighted`, with w_t from the task weighting.
+
+    Attributes:
+        weighted: The part the task weight multiplies (window-normalised).
+        unweighted: The part added as is (e.g. λ_t · F_t of `weighted`).
+        objective: The task's unnormalised loss that GradNorm balances and the logs show.
+    """
+
+    weighted: torch.Tensor
+    unweighted: torch.Tensor
+    objective: torch.Tensor
+
+
+@dataclass
+class BatchView:
+    """What a strategy may read of the current micro-batch (all tensors on the model's device).
+
+    Attributes:
+        config: The model's `FairMTLConfig`.
+        shared: `[B, H]` shared representation the heads read.
+        logits: Per-task logits, `config.tasks` order.
+        labels: `[B, T]` labels (-100 = missing).
+        group_labels: `[B, A]` group ids (-1 = unknown) or `None`.
+        training: Whether the model is in training mode.
+        routed_logits: `(task_index, route) -> logits` whose gradient reaches only the parameters `route`
+            names ("shared", "heads" or "all").
+        fairness_loss: `(task_index, logits) -> F_t` with the task's registered fairness losses.
+        group_ids: `(attr) -> [B]` group ids of one (possibly intersectional) attribute, -1 = unknown.
+    """
+
+    config: FairMTLConfig
+    shared: torch.Tensor
+    logits: Sequence[torch.Tensor]
+    labels: torch.Tensor
+    group_labels: torch.Tensor | None
+    training: bool
+    routed_logits: Callable[[int, str], torch.Tensor]
+    fairness_loss: Callable[[int, torch.Tensor], torch.Tensor]
+    group_ids: Callable[[str], torch.Tensor]
+
+
+class Strategy:
+    """Base class of the strategies; subclass, set the metadata, implement `combine`, register by name.
+
+    Args:
+        args: The `FairMTLTrainingArguments` (read-only).
+        config: The model's `FairMTLConfig`.
+        fairness_attributes: Task → attributes it is made fair for (resolved by the trainer).
+
+    Class attributes (read by the model card and the report):
+        name: Registered name (set by the decorator).
+        title: Display name.
+        description: One sentence of what it optimises, for cards and reports.
+        citation: BibTeX of the method, or `None`.
+        default_fairness_loss: Fairness loss used when `fairness_loss` is unset.
+        default_fairness_grad_to: Default gradient route of the fairness term (see `FAIRNESS_GRAD_TARGETS`).
+        conditions: Side of equalized odds its fairness losses use: "both", "positive" or "negative".
+        uses_fairness: Whether the trainer computes fairness losses for it (`False` for `vanilla`).
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    citation: ClassVar[str | None] = None
+    default_fairness_loss: ClassVar[str] = "robust_eo"
+    default_fairness_grad_to: ClassVar[str] = "shared"
+    conditions: ClassVar[str] = "both"
+    uses_fairness: ClassVar[bool] = True
+
+    def __init__(self, args: Any, config: FairMTLConfig, fairness_attributes: dict[str, list[str]]) -> None:
+        self.args = args
+        self.config = config
+        self.fairness_attributes = fairness_attributes
+
+    def fairness_logits(self, task_index: int, batch: BatchView) -> torch.Tensor:
+        """Logits the task's fairness loss is computed on; the default routes by `fairness_grad_to`."""
+        return batch.routed_logits(task_index, self.args.fairness_grad_to)
+
+    def combine(self, terms: TaskTerms, batch: BatchView) -> TaskObjective:
+        """One task's [`TaskObjective`] from its terms."""
+        raise NotImplementedError
+
+    def extra_loss(self, batch: BatchView) -> torch.Tensor | None:
+        """A batch-level term added to the objective outside the task weighting (e.g. an adversary)."""
+        return None
+
+    def log_values(self, terms: TaskTerms) -> dict[str, torch.Tensor]:
+        """Extra per-task values to log (averaged over the logging window), keyed by metric name."""
+        return {}
+
+    def after_batch(self, batch: BatchView) -> None:
+        """Called once per micro-batch after the objective is built."""
+
+    def callbacks(self, trainer: Any) -> list[TrainerCallback]:
+        """Callbacks the strategy needs in the trainer (e.g. the L2T-FMT teacher)."""
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        """Strategy state saved in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore [`state_dict`]."""
+
+    @staticmethod
+    def accuracy_only(terms: TaskTerms) -> TaskObjective:
+        """CE_t as the task's whole share (a task without fairness attributes, or `vanilla`)."""
+        return TaskObjective(
+            weighted=terms.exact_accuracy, unweighted=terms.exact_accuracy.new_zeros(()), objective=terms.accuracy
+        )
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", Strategy, setting="strategy")
+"""Registered strategies by name; add one with [`register_strategy`]."""
+
+
+def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
+    """Class decorator registering a [`Strategy`] subclass as `name` (duplicates refused).
+
+    Example:
+        ```python
+        @register_strategy("my_strategy")
+        class MyStrategy(Strategy):
+            title = "Mine"
+            def combine(self, terms, batch):
+                return self.accuracy_only(terms)
+        ```
+    """
+    return STRATEGIES.register(name)

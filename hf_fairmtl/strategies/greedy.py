@@ -1,0 +1,42 @@
+"""`greedy` (G-FMT): each task trains on the larger of its accuracy and fairness losses."""
+
+from __future__ import annotations
+
+from .base import BatchView, Strategy, TaskObjective, TaskTerms, register_strategy
+
+L2T_FMT_CITATION = """@inproceedings{roy2022learning,
+  title = {Learning to Teach Fairness-aware Deep Multi-task Learning},
+  author = {Roy, Arjun and Ntoutsi, Eirini},
+  booktitle = {Machine Learning and Knowledge Discovery in Databases (ECML PKDD)},
+  year = {2022}
+}"""
+
+
+def chosen_objective(terms: TaskTerms, use_fairness: bool) -> TaskObjective:
+    """CE_t or F_t as the task's whole share (F_t is a batch-level term: divided by the micro-batches)."""
+    if not use_fairness or terms.fairness is None:
+        return Strategy.accuracy_only(terms)
+    return TaskObjective(
+        weighted=terms.fairness / terms.micro_batches,
+        unweighted=terms.fairness.new_zeros(()),
+        objective=terms.fairness,
+    )
+
+
+@register_strategy("greedy")
+class GreedyStrategy(Strategy):
+    """G-FMT (Roy & Ntoutsi 2022's greedy baseline): `Σ_t w_t · max(CE_t, F_t) / T`.
+
+    The default fairness loss is L2T-FMT's robust log-loss, itself a log-loss, so it can replace CE_t; the
+    fairness gradient reaches head and encoder (`fairness_grad_to="all"`).
+    """
+
+    title = "G-FMT"
+    description = "each task trains on the larger of its accuracy and fairness losses"
+    citation = L2T_FMT_CITATION
+    default_fairness_grad_to = "all"
+
+    def combine(self, terms: TaskTerms, batch: BatchView) -> TaskObjective:
+        if terms.fairness is None:
+            return self.accuracy_only(terms)
+        return chosen_objective(terms, bool(terms.fairness.detach() > terms.accuracy.detach()))
