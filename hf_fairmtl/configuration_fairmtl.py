@@ -39,6 +39,10 @@ class FairMTLConfig(PretrainedConfig):
         classifier_dropout (`float`): Dropout before each task head.
         feature_encoding (`dict`, *optional*): Fitted encoding of raw tabular rows (written by the data
             adapters) so a checkpoint encodes raw rows the same way it was trained.
+        postprocessing (`dict`, *optional*): Group-specific randomised thresholds per binary task, written by
+            `hf_fairmtl.postprocessing.fit_postprocessing`: `{task: {attribute: {"constraint": ..., "groups":
+            {group name: {"thresholds": [...], "weights": [...], "p_ignore": q, "constant": c}}}}}`, one single
+            attribute per task. `FairMTLModel.predict_labels` applies them when `group_labels` are passed.
     """
 
     model_type = "fairmtl"
@@ -57,6 +61,7 @@ class FairMTLConfig(PretrainedConfig):
         head_hidden_size: int | None = None,
         classifier_dropout: float = 0.1,
         feature_encoding: dict[str, Any] | None = None,
+        postprocessing: dict[str, Any] | None = None,
         task_num_labels: dict[str, int] | None = None,
         encoder_name_or_path: str | None = None,
         **kwargs: Any,
@@ -85,6 +90,7 @@ class FairMTLConfig(PretrainedConfig):
         self.head_hidden_size = head_hidden_size
         self.classifier_dropout = classifier_dropout
         self.feature_encoding = feature_encoding
+        self.postprocessing = postprocessing
         super().__init__(**kwargs)
         # The model pads with its encoder's padding id; declaring it keeps Trainer from "aligning" the config with
         # the tokenizer (and warning about it) at every run.
@@ -172,10 +178,31 @@ class FairMTLConfig(PretrainedConfig):
             if len(combo) < 2:
                 raise ValueError(f"An intersection needs at least 2 attributes, got {combo}")
             self.group_names(INTERSECTION_SEPARATOR.join(combo))
+        self._validate_postprocessing()
         if self.encoder is None and not self.num_features:
             raise ValueError("Set `encoder` (a transformers encoder) or `num_features` (the tabular encoder)")
         if self.encoder is not None and "model_type" not in self.encoder:
             raise ValueError("`encoder` config dict needs a `model_type` key (e.g. from BertConfig().to_dict())")
+
+    def _validate_postprocessing(self) -> None:
+        """`postprocessing` names configured binary tasks, one single attribute each, and known groups."""
+        for task, entries in (self.postprocessing or {}).items():
+            if task not in self.tasks or self.task_num_labels[task] != 2:
+                raise ValueError(f"postprocessing names {task!r}, which is not a binary task of {self.tasks}")
+            if len(entries) != 1:
+                raise ValueError(
+                    f"postprocessing[{task!r}] must hold thresholds for exactly one attribute, got {sorted(entries)}"
+                )
+            ((attr, entry),) = entries.items()
+            if attr not in self.protected_attributes:
+                raise ValueError(
+                    f"postprocessing[{task!r}] names {attr!r}, not a single protected attribute of "
+                    f"{self.protected_attributes}"
+                )
+            vocabulary = self.group_vocab.get(attr)
+            for key in entry.get("groups", {}):
+                if (vocabulary and key not in vocabulary) or (not vocabulary and not str(key).isdigit()):
+                    raise ValueError(f"postprocessing[{task!r}][{attr!r}] has thresholds for unknown group {key!r}")
 
 
 def _resolve_encoder_config(name_or_path: str) -> dict[str, Any]:

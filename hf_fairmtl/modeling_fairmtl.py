@@ -33,6 +33,31 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[to
     return total / count.clamp(min=1), count
 
 
+def positive_class_margin(logits: torch.Tensor) -> torch.Tensor:
+    """Score of the positive class of a binary task, `logit_1 − logit_0` in float64 (`[B]`).
+
+    The score group thresholds are fitted on and applied to (`config.postprocessing`); monotone in `p(y=1)`.
+    """
+    if logits.dim() != 2 or logits.shape[1] != 2:
+        raise ValueError(f"Group thresholds need binary logits [batch, 2], got {list(logits.shape)}")
+    logits = logits.double()
+    return logits[:, 1] - logits[:, 0]
+
+
+def threshold_rule_probability(margin: torch.Tensor, rule: dict) -> torch.Tensor:
+    """`P(ŷ = 1)` per row under one group's randomised threshold rule (`[B]`, float64).
+
+    A rule is `{"thresholds": [t_k], "weights": [p_k], "p_ignore": q, "constant": c}`: with probability `q` predict
+    positive at rate `c`, otherwise pick threshold `t_k` with probability `p_k` and predict `margin > t_k`
+    (Hardt et al. 2016; thresholds may be the strings `"inf"` / `"-inf"`, JSON having no infinities).
+    """
+    probability = torch.zeros_like(margin, dtype=torch.float64)
+    for threshold, weight in zip(rule["thresholds"], rule["weights"], strict=True):
+        probability = probability + float(weight) * (margin > float(threshold)).double()
+    ignore = float(rule.get("p_ignore", 0.0))
+    return ignore * float(rule.get("constant", 0.0)) + (1.0 - ignore) * probability
+
+
 @dataclass
 class FairMTLModelOutput(ModelOutput):
     """Output of [`FairMTLModel`].
@@ -181,7 +206,7 @@ class FairMTLModel(FairMTLPreTrainedModel):
 
     def task_losses(self, logits: tuple[torch.Tensor, ...], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-task masked cross-entropy `[T]` and per-task label counts `[T]`."""
-        labels = self.validate_labels(labels)
+        labels = self._check_labels(labels)
         losses, counts = zip(
             *(masked_cross_entropy(task_logits, labels[:, t]) for t, task_logits in enumerate(logits)), strict=True
         )
@@ -213,7 +238,53 @@ class FairMTLModel(FairMTLPreTrainedModel):
             shared_representation=shared if return_shared_representation else None,
         )
 
-    def validate_labels(self, labels: torch.Tensor) -> torch.Tensor:
+    def predict_labels(
+        self,
+        logits: tuple[torch.Tensor, ...],
+        group_labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Predicted class per task (`LongTensor [B]` each), applying `config.postprocessing` where it can.
+
+        A task without fitted group thresholds, every task when `group_labels` is `None`, and rows whose group is
+        unknown (-1) or has no rule get the argmax. Otherwise the group's randomised threshold rule decides
+        (`threshold_rule_probability`), with one uniform draw per row from `generator` (seed it for reproducible
+        predictions; `None` uses torch's global generator).
+
+        Args:
+            logits: Per-task logits `[B, C_t]` in `config.tasks` order (the model output's `logits`).
+            group_labels: `[B, A]` group ids per protected attribute, -1 = unknown.
+            generator: Random generator of the randomised rules.
+        """
+        predictions = [task_logits.argmax(-1) for task_logits in logits]
+        fitted = getattr(self.config, "postprocessing", None) or {}
+        if group_labels is None or not fitted:
+            return tuple(predictions)
+        attributes = self.config.protected_attributes
+        if group_labels.dim() != 2 or group_labels.shape[1] != len(attributes):
+            raise ValueError(
+                f"`group_labels` must have shape [batch, {len(attributes)}] (one column per protected attribute "
+                f"{attributes}, -1 = unknown), got {list(group_labels.shape)}"
+            )
+        for t, task in enumerate(self.config.tasks):
+            if task not in fitted:
+                continue
+            ((attribute, entry),) = fitted[task].items()
+            groups = group_labels[:, attributes.index(attribute)].to(logits[t].device)
+            margin = positive_class_margin(logits[t])
+            probability = torch.full_like(margin, float("nan"))
+            vocabulary = self.config.group_vocab.get(attribute)
+            for key, rule in entry["groups"].items():
+                group_id = vocabulary.index(key) if vocabulary else int(key)
+                rows = groups == group_id
+                probability = torch.where(rows, threshold_rule_probability(margin, rule), probability)
+            device = generator.device if generator is not None else "cpu"
+            draws = torch.rand(margin.shape[0], generator=generator, device=device, dtype=torch.float64)
+            thresholded = (draws.to(margin.device) < probability).long()
+            predictions[t] = torch.where(probability.isnan(), predictions[t], thresholded)
+        return tuple(predictions)
+
+    def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
         num_tasks = self.config.num_tasks
         if labels.dim() == 1 and num_tasks == 1:
             labels = labels.unsqueeze(-1)
