@@ -206,7 +206,7 @@ class FairMTLModel(FairMTLPreTrainedModel):
 
     def task_losses(self, logits: tuple[torch.Tensor, ...], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-task masked cross-entropy `[T]` and per-task label counts `[T]`."""
-        labels = self._check_labels(labels)
+        labels = self.validate_labels(labels)
         losses, counts = zip(
             *(masked_cross_entropy(task_logits, labels[:, t]) for t, task_logits in enumerate(logits)), strict=True
         )
@@ -284,7 +284,7 @@ class FairMTLModel(FairMTLPreTrainedModel):
             predictions[t] = torch.where(probability.isnan(), predictions[t], thresholded)
         return tuple(predictions)
 
-    def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
+    def validate_labels(self, labels: torch.Tensor) -> torch.Tensor:
         num_tasks = self.config.num_tasks
         if labels.dim() == 1 and num_tasks == 1:
             labels = labels.unsqueeze(-1)
