@@ -24,8 +24,7 @@ from transformers import set_seed
 
 from hf_fairmtl import FairMTLConfig, FairMTLModel
 from hf_fairmtl.data import build_multitask_dataset, load_acs_sources
-from hf_fairmtl.metrics import relative_scores
-from hf_fairmtl.report import (
+from hf_fairmtl.experiments import (
     RunInfo,
     method_dir,
     save_method_result,
@@ -33,6 +32,7 @@ from hf_fairmtl.report import (
     summarize_run,
     write_run_info,
 )
+from hf_fairmtl.metrics import relative_scores
 from hf_fairmtl.trainer import FairMTLTrainer, FairMTLTrainingArguments
 
 # The paper's methods. All use the robust log-loss F_t = max_g NLL(positives of g) + max_g NLL(negatives of g).

@@ -24,8 +24,7 @@ from transformers import AutoTokenizer, set_seed
 
 from hf_fairmtl import FairMTLConfig, FairMTLModel
 from hf_fairmtl.data import build_multitask_dataset, load_text_transfer_sources
-from hf_fairmtl.main_job import task_notes
-from hf_fairmtl.report import RunInfo, method_dir, save_trainer_result, summarize_run, write_run_info
+from hf_fairmtl.experiments import RunInfo, method_dir, save_trainer_result, summarize_run, task_notes, write_run_info
 from hf_fairmtl.trainer import FairMTLTrainer, FairMTLTrainingArguments
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from hf_fairmtl.cli import main, parse_arguments
-from hf_fairmtl.report import METRICS_FILE, method_dir
+from hf_fairmtl.experiments import METRICS_FILE, method_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = '{"target": "target", "auxiliary": "auxiliary"}'

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_fairmtl.report import METRICS_FILE, method_dir
+from hf_fairmtl.experiments import METRICS_FILE, method_dir
 
 from .test_folktables import STATES, _person_records
 

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 
 from hf_fairmtl import FairMTLConfig
-from hf_fairmtl.main_job import DataArguments, ExperimentArguments, ModelArguments, run_experiment
-from hf_fairmtl.report import (
+from hf_fairmtl.experiments import (
+    DataArguments,
+    ExperimentArguments,
+    ModelArguments,
     RunInfo,
-    format_table,
-    group_rates,
     load_run,
+    run_experiment,
     save_method_result,
-    summary_rows,
-    write_report,
     write_run_info,
 )
+from hf_fairmtl.experiments.report import format_table, group_rates, summary_rows, write_report
 
 from .test_cli import write_tables
 

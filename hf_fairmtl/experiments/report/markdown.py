@@ -1,0 +1,137 @@
+"""`report.md` of a run directory (`hf-fairmtl report RUN_DIR`): settings, the summary table, collapsed tasks,
+and the plots of [`plots`]."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..run_folder import RunResults, load_run
+from .plots import (
+    PLOTS_DIR,
+    percent,
+    plot_accuracy_eo,
+    plot_gradnorm_weights,
+    plot_group_rates,
+    plot_teacher_actions,
+    plot_training_losses,
+    safe_name,
+)
+from .table import collapsed_cell, format_table, summary_rows
+
+REPORT_FILE = "report.md"
+
+
+def write_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = None) -> Path:
+    """Render `report.md` and its plots for a run directory.
+
+    Args:
+        run_dir: A directory written by `hf-fairmtl train` or an example.
+        output: Report path (default `RUN_DIR/report.md`); plots go to `plots/` next to it.
+
+    Returns:
+        The report path.
+    """
+    run = load_run(run_dir)
+    report_path = Path(output) if output is not None else Path(run_dir) / REPORT_FILE
+    plots = report_path.parent / PLOTS_DIR
+    info = run.info
+    lines = [f"# hf-fairmtl report: `{Path(run_dir).resolve().name}`", ""]
+    if info.settings:
+        lines += ["| setting | value |", "|---|---|"]
+        lines += [f"| {key} | {_setting_text(value)} |" for key, value in info.settings.items()]
+        lines.append("")
+    lines += [
+        "## Held-out results",
+        "",
+        f"Methods: {', '.join(run.methods)}; seeds: {', '.join(str(s) for s in info.seeds)}. "
+        "Mean over seeds (± standard deviation when there are several).",
+        "",
+        format_table(summary_rows(run), markdown=True),
+        "",
+        "*EO violation* = TPR gap + FPR gap, each the max − min over groups of the rate on held-out rows whose group "
+        "is known (Roy & Ntoutsi 2022, Eq. 1); lower is fairer. Multi-class tasks: one-vs-rest gaps averaged over "
+        "classes. *Balanced accuracy* is the mean recall over classes (0.5 for a constant binary predictor).",
+        "",
+        *_collapse_lines(run),
+    ]
+    if info.task_notes:
+        lines += [f"* `{task}`: {note}" for task, note in info.task_notes.items()] + [""]
+    lines += [
+        "## Accuracy and EO violation per method",
+        "",
+        f"![accuracy and EO violation]({PLOTS_DIR}/{plot_accuracy_eo(run, plots / 'accuracy_eo.png').name})",
+        "",
+    ]
+    teacher_plot = plot_teacher_actions(run, plots / "teacher_actions.png")
+    lines += ["## Teacher actions", ""]
+    if teacher_plot is not None:
+        lines += [
+            "Which loss the L2T-FMT teacher chose for each task between decisions (the choice holds until the next "
+            "decision); the percentage is the share of decisions for the fairness loss.",
+            "",
+            f"![teacher actions]({PLOTS_DIR}/{teacher_plot.name})",
+            "",
+        ]
+        for result in run.results:
+            if result.teacher and result.teacher.get("summary"):
+                shares = ", ".join(f"{t}: {percent(v)}" for t, v in result.teacher["summary"].items())
+                lines.append(f"* {result.method}, seed {result.seed}: fairness-loss decisions {shares}")
+        lines.append("")
+    else:
+        lines += ["No method of this run used the teacher.", ""]
+    lines += ["## Per-group TPR and FPR", ""]
+    for task in info.tasks:
+        plot = plot_group_rates(run, task, plots / f"group_rates_{safe_name(task)}.png")
+        if plot is not None:
+            lines += [f"![{task}]({PLOTS_DIR}/{plot.name})", ""]
+    gradnorm_plot = plot_gradnorm_weights(run, plots / "gradnorm_weights.png")
+    lines += ["## GradNorm task weights", ""]
+    if gradnorm_plot is not None:
+        lines += [f"![GradNorm weights]({PLOTS_DIR}/{gradnorm_plot.name})", ""]
+    else:
+        lines += ["No method of this run used GradNorm.", ""]
+    loss_plot = plot_training_losses(run, plots / "training_losses.png")
+    if loss_plot is not None:
+        lines += ["## Training losses", "", f"![training losses]({PLOTS_DIR}/{loss_plot.name})", ""]
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text("\n".join(lines))
+    return report_path
+
+
+def _collapse_lines(run: RunResults) -> list[str]:
+    """A warning paragraph naming every method and task that collapsed to one class on some seed."""
+    # One entry per method and task (the summary has a row per attribute).
+    cases = dict.fromkeys(
+        f"`{row['method']}` on `{row['task']}` ({collapsed_cell(row)} seeds)"
+        for row in summary_rows(run)
+        if row["collapsed_seeds"]
+    )
+    if not cases:
+        return []
+    return [
+        "**Collapsed tasks** (one class predicted for at least 95 % of the held-out rows; their small gaps are not "
+        "evidence of fairness): " + "; ".join(cases) + ".",
+        "",
+    ]
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return "`" + json.dumps(value, default=str) + "`"
+    return str(value).replace("|", "\\|")
+
+
+def summarize_run(run_dir: str | os.PathLike, report: bool = True) -> str:
+    """The summary table of a run directory (and, with `report`, the path of the freshly written report).
+
+    Call it on the main process only (e.g. `if PartialState().is_main_process: print(summarize_run(dir))`).
+    """
+    text = format_table(summary_rows(load_run(run_dir)))
+    if report:
+        text += f"\nreport: {write_report(run_dir)}"
+    return text
