@@ -1,24 +1,26 @@
-"""Per-step time overhead of the L2T-FMT teacher vs strategy `weighted`, and the default `teacher_interval`.
+"""Cost of the L2T-FMT teacher vs a plain `transformers.Trainer`, by teacher interval and held-out refresh.
 
 Run from the repository root:
 
-    python -m benchmarks.bench_teacher            # T = 5 and 17, intervals 1 2 5 10 20, 3 timed passes
-    python -m benchmarks.bench_teacher --quick    # 2 timed passes
+    python -m benchmarks.bench_teacher                       # tiny-bert T = 5, 17 and MiniLM T = 5, 3 timed passes
+    python -m benchmarks.bench_teacher --quick               # 2 timed passes
+    python -m benchmarks.bench_teacher --settings tiny-bert:5 --repeats 1   # one setting
 
-What is measured, per number of tasks T (tiny BERT from `benchmarks.cost`: 2 layers, hidden 128; batch 16 of 32
-tokens; every task labelled; one protected attribute with 2 groups; GradNorm on for both strategies, since
-L2T-FMT balances its tasks with GradNorm):
+What is measured, per setting (`benchmarks.cost.Setting`: tiny BERT built from a config, or the packaged MiniLM;
+batch 16 of 32 tokens; every task labelled; one protected attribute with 2 groups):
 
-* `weighted+gradnorm` and `teacher+gradnorm` at each interval k train their own copy of one model in ONE process,
-  in interleaved passes (order rotated each pass, one untimed warm-up pass). A pass trains each method for one
-  block of `--steps` optimizer steps (20: a multiple of every interval, so the block holds exactly `steps / k`
-  teacher steps plus the decision before training). `benchmarks.cost.BlockTimer` times each block.
-* Step time is process CPU time (the machine is shared; torch runs 1 thread), the ratio teacher ÷ weighted is
-  taken per pass and its median reported; wall time is kept too.
-* Each teacher step is also timed on its own (its held-out encoding separately), so the cost of one teacher
-  step and the predicted ratio at any interval, `(student step + teacher step / k) / weighted step`, are reported.
-
-The recommended default interval is the smallest measured one whose ratio is at most `--target` (1.3) for every T.
+* Three trainers on copies of one model, in ONE process, in interleaved passes (order rotated each pass, one
+  untimed warm-up pass), each pass one block of `--steps` optimizer steps (`benchmarks.cost.BlockTimer`, process
+  CPU time per step; the machine is shared and torch runs 1 thread):
+  - `plain_trainer`: `transformers.Trainer` on the same model (the baseline of the issue's targets);
+  - `teacher+gradnorm@student`: the teacher strategy with GradNorm and a teacher that never steps
+    (interval > steps): the student's own step under `teacher`;
+  - `teacher+gradnorm@default`: the defaults (`TeacherSettings.interval`, `TeacherSettings.heldout_refresh`).
+* Every teacher step of the default run is timed (`TeacherCallback.teacher_step`) and so is every encoding of the
+  held-out rows (`HeldoutSet.encode`), so the cost of a teacher step without encoding and of one encoding are known.
+* Predicted ratio at interval k and refresh r:
+  `(student step + (teacher step without encoding + encoding / r) / k) / plain step`, beside the measured ratio of
+  the default run (paired per pass, median [min, max]). The noise floor is the spread of the paired ratios.
 """
 
 from __future__ import annotations
@@ -41,18 +43,29 @@ from benchmarks.common import (
     finish_metadata,
     markdown_table,
     metadata_markdown,
+    quiet,
     start_metadata,
+    training_argument_values,
     write_results,
 )
-from benchmarks.cost import HELDOUT_ROWS, TINY_BERT, BlockTimer, Setting, build_model, make_trainer, synthetic_rows
+from benchmarks.cost import HELDOUT_ROWS, MINILM, TINY_BERT, BlockTimer, Setting, build_model, synthetic_rows
+from hf_fairmtl import DataCollatorForFairMTL, FairMTLTrainer, FairMTLTrainingArguments
+from hf_fairmtl.teacher import TeacherSettings
 
-BASELINE = "weighted+gradnorm"
-TEACHER = "teacher+gradnorm"
+PLAIN = "plain_trainer"
+STUDENT = "teacher+gradnorm@student"
+DEFAULT = "teacher+gradnorm@default"
+METHODS = (PLAIN, STUDENT, DEFAULT)
 STEM = "teacher_overhead"
+# Issue 16's targets: teacher + GradNorm at the default interval ÷ plain Trainer.
+TARGETS = {f"{MINILM}:5": 1.15, f"{TINY_BERT}:17": 1.25}
+DEFAULT_SETTINGS = [f"{TINY_BERT}:5", f"{TINY_BERT}:17", f"{MINILM}:5"]
+PREDICTED_INTERVALS = (5, 10, 20)
+PREDICTED_REFRESH = (1, 2, 5, 10)
 
 
-class _Stopwatch:
-    """Accumulates CPU and wall seconds of every call of a wrapped method."""
+class Stopwatch:
+    """Accumulates the CPU and wall seconds of every call of a wrapped method of one object."""
 
     def __init__(self, owner: Any, name: str) -> None:
         self.cpu: list[float] = []
@@ -74,91 +87,100 @@ class _Stopwatch:
         self.wall.clear()
 
 
-def measure(num_tasks: int, intervals: Sequence[int], steps: int, repeats: int, batch_size: int, seq_len: int):
-    """Interleaved timing of `weighted` and the teacher at each interval for one T (see the module docstring)."""
-    setting = Setting(TINY_BERT, num_tasks)
+def make_trainer(method: str, model, train, heldout, output_dir: str, steps: int, batch_size: int):
+    """The plain Trainer or a teacher+GradNorm `FairMTLTrainer` with the shared benchmark arguments."""
+    from transformers import Trainer, TrainingArguments
+
+    values = training_argument_values(
+        output_dir, seed=0, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=5e-5
+    )
+    if method == PLAIN:
+        return quiet(
+            Trainer(
+                model=model,
+                args=TrainingArguments(**values),
+                train_dataset=train,
+                data_collator=DataCollatorForFairMTL(),
+            )
+        )
+    interval = steps + 1 if method == STUDENT else TeacherSettings.interval
+    args = FairMTLTrainingArguments(**values, strategy="teacher", gradnorm=True, teacher_interval=interval)
+    return quiet(FairMTLTrainer(model=model, args=args, train_dataset=train, eval_dataset=heldout))
+
+
+def measure(setting: Setting, steps: int, repeats: int, batch_size: int, seq_len: int) -> dict[str, Any]:
+    """Interleaved timing of the three trainers of one setting (see the module docstring)."""
     base = build_model(setting)
     train = synthetic_rows(batch_size * steps * 2, setting, seq_len, seed=1)
     heldout = synthetic_rows(HELDOUT_ROWS, setting, seq_len, seed=2)
-    methods = [BASELINE, *(f"{TEACHER}@{k}" for k in intervals)]
-    timers = {method: BlockTimer() for method in methods}
-    teacher_steps: dict[str, _Stopwatch] = {}
-    encodings: dict[str, _Stopwatch] = {}
+    timers = {method: BlockTimer() for method in METHODS}
     with tempfile.TemporaryDirectory() as output_dir:
         trainers = {}
-        for method in methods:
-            name, _, interval = method.partition("@")
-            trainer = make_trainer(
-                name, copy.deepcopy(base), train, heldout, output_dir, steps, batch_size, int(interval or 10)
-            )
+        for method in METHODS:
+            trainer = make_trainer(method, copy.deepcopy(base), train, heldout, output_dir, steps, batch_size)
             trainer.add_callback(timers[method])  # last: its on_step_end follows GradNorm and the teacher
-            if interval:
-                teacher_steps[method] = _Stopwatch(trainer.teacher_callback, "teacher_step")
-                encodings[method] = _Stopwatch(trainer.teacher_callback, "heldout_features")
             trainers[method] = trainer
+        callback = trainers[DEFAULT].teacher_callback
+        teacher_steps = Stopwatch(callback, "teacher_step")
+        encodings = Stopwatch(callback.heldout, "encode")
         for repeat in range(repeats + 1):
-            shift = repeat % len(methods)
-            for method in methods[shift:] + methods[:shift]:
+            shift = repeat % len(METHODS)
+            for method in METHODS[shift:] + METHODS[:shift]:
                 timers[method].recording = repeat > 0  # pass 0 warms up
-                if repeat == 1 and method in teacher_steps:
-                    teacher_steps[method].reset()
-                    encodings[method].reset()
+                if repeat == 1 and method == DEFAULT:
+                    teacher_steps.reset()
+                    encodings.reset()
                 trainers[method].train()
-            print(f"T={num_tasks}: pass {repeat}/{repeats} done", file=sys.stderr, flush=True)
+            print(f"{setting.name}: pass {repeat}/{repeats} done", file=sys.stderr, flush=True)
+    return summarise(setting, timers, teacher_steps, encodings)
 
-    baseline_cpu = [sample[0] for sample in timers[BASELINE].samples]
-    baseline_ms = statistics.median(baseline_cpu) * 1e3
-    # One teacher step, all intervals pooled (its cost does not depend on the interval).
-    step_cpu = [s for watch in teacher_steps.values() for s in watch.cpu]
-    encode_cpu = [s for watch in encodings.values() for s in watch.cpu]
-    teacher_step_ms = statistics.median(step_cpu) * 1e3
+
+def summarise(setting: Setting, timers, teacher_steps: Stopwatch, encodings: Stopwatch) -> dict[str, Any]:
+    """Step times, paired ratios vs the plain Trainer, the teacher step's parts and the predicted ratios."""
+    plain_cpu = [sample[0] for sample in timers[PLAIN].samples]
+    plain_ms = statistics.median(plain_cpu) * 1e3
     rows = {}
-    for method in methods:
+    for method in METHODS:
         cpu = [sample[0] for sample in timers[method].samples]
-        wall = [sample[1] for sample in timers[method].samples]
-        ratios = [c / b for c, b in zip(cpu, baseline_cpu, strict=True)]
+        ratios = [c / p for c, p in zip(cpu, plain_cpu, strict=True)]
         rows[method] = {
             "step_ms_cpu": round(statistics.median(cpu) * 1e3, 3),
-            "step_ms_wall": round(statistics.median(wall) * 1e3, 3),
+            "step_ms_wall": round(statistics.median(sample[1] for sample in timers[method].samples) * 1e3, 3),
             "ratio_cpu": round(statistics.median(ratios), 4),
             "ratio_cpu_range": [round(min(ratios), 4), round(max(ratios), 4)],
         }
-    # The student's own step under the teacher strategy (one objective per task instead of CE + F for every
-    # task), from the largest interval's block minus its share of teacher steps.
-    largest = f"{TEACHER}@{max(intervals)}"
-    decisions_per_block = steps // max(intervals) + 1  # + the decision at on_train_begin (no look-ahead: cheap)
-    student_ms = rows[largest]["step_ms_cpu"] - teacher_step_ms * (steps // max(intervals)) / steps
-    predicted = {str(k): round((student_ms + teacher_step_ms / k) / baseline_ms, 4) for k in (1, 2, 5, 10, 20, 50, 100)}
-    return {
-        "num_tasks": num_tasks,
-        "methods": rows,
-        "weighted_step_ms_cpu": round(baseline_ms, 3),
-        "teacher_step_ms_cpu": round(teacher_step_ms, 3),
-        "teacher_step_ms_cpu_range": [round(min(step_cpu) * 1e3, 3), round(max(step_cpu) * 1e3, 3)],
-        "heldout_encoding_ms_cpu": round(statistics.median(encode_cpu) * 1e3, 3),
-        "student_step_ms_cpu": round(student_ms, 3),
-        "decisions_per_block_at_largest_interval": decisions_per_block,
-        "predicted_ratio_by_interval": predicted,
+    encode_ms = statistics.mean(encodings.cpu) * 1e3 if encodings.cpu else 0.0
+    step_total = sum(teacher_steps.cpu) * 1e3
+    without_encoding_ms = (step_total - sum(encodings.cpu) * 1e3) / max(len(teacher_steps.cpu), 1)
+    student_ms = rows[STUDENT]["step_ms_cpu"]
+    predicted = {
+        f"k={k},r={r}": round((student_ms + (without_encoding_ms + encode_ms / r) / k) / plain_ms, 4)
+        for k in PREDICTED_INTERVALS
+        for r in PREDICTED_REFRESH
     }
-
-
-def recommend(results: Sequence[dict[str, Any]], intervals: Sequence[int], target: float) -> int | None:
-    """Smallest measured interval whose measured ratio is within `target` for every T."""
-    for k in sorted(intervals):
-        if all(r["methods"][f"{TEACHER}@{k}"]["ratio_cpu"] <= target for r in results):
-            return k
-    return None
+    return {
+        "setting": setting.name,
+        "methods": rows,
+        "plain_step_ms_cpu": round(plain_ms, 3),
+        "teacher_steps_timed": len(teacher_steps.cpu),
+        "encodings_timed": len(encodings.cpu),
+        "teacher_step_without_encoding_ms_cpu": round(without_encoding_ms, 3),
+        "heldout_encoding_ms_cpu": round(encode_ms, 3),
+        "predicted_ratio": predicted,
+        "target": TARGETS.get(f"{setting.encoder}:{setting.num_tasks}"),
+    }
 
 
 def render_markdown(payload: dict[str, Any]) -> str:
     settings = payload["settings"]
-    lines = metadata_markdown("L2T-FMT teacher: per-step overhead vs `weighted`", payload["meta"])
+    lines = metadata_markdown("L2T-FMT teacher: cost vs a plain `transformers.Trainer`", payload["meta"])
     lines += [
-        f"Tiny BERT (2 layers, hidden 128), batch {settings['batch_size']} × {settings['seq_len']} tokens, "
-        f"held-out batch {settings['heldout_rows']} rows, GradNorm on for both strategies, blocks of "
-        f"{settings['steps']} optimizer steps, {settings['repeats']} interleaved timed passes (+1 warm-up). "
-        "Step time = process CPU time per optimizer step (median over passes); ratio = teacher ÷ weighted, "
-        "paired per pass, median [min, max].",
+        f"Batch {settings['batch_size']} × {settings['seq_len']} tokens, held-out batch {settings['heldout_rows']} "
+        f"rows, blocks of {settings['steps']} optimizer steps, {settings['repeats']} interleaved timed passes "
+        f"(+1 warm-up). Defaults: teacher step every {settings['interval']} optimizer steps, held-out rows "
+        f"re-encoded every {settings['heldout_refresh']} teacher steps. Step time = process CPU time per optimizer "
+        "step (median over passes); ratio = ÷ the plain Trainer's, paired per pass, median [min, max] (the spread "
+        "is the noise floor). `@student` = the teacher strategy's own step (GradNorm on, the teacher never steps).",
         "",
     ]
     for result in payload["results"]:
@@ -167,45 +189,40 @@ def render_markdown(payload: dict[str, Any]) -> str:
                 method,
                 f"{entry['step_ms_cpu']:.1f}",
                 f"{entry['step_ms_wall']:.1f}",
-                f"{entry['ratio_cpu']:.3f} [{entry['ratio_cpu_range'][0]:.3f}, {entry['ratio_cpu_range'][1]:.3f}]",
+                f"×{entry['ratio_cpu']:.3f} [{entry['ratio_cpu_range'][0]:.3f}, {entry['ratio_cpu_range'][1]:.3f}]",
             ]
             for method, entry in result["methods"].items()
         ]
-        lines += [f"## T = {result['num_tasks']}", ""]
-        lines += markdown_table(["method@interval", "step ms (CPU)", "step ms (wall)", "ratio vs weighted"], rows)
+        target = result["target"]
+        measured = result["methods"][DEFAULT]["ratio_cpu"]
+        lines += [f"## {result['setting']}", ""]
+        lines += markdown_table(["method", "step ms (CPU)", "step ms (wall)", "ratio vs plain Trainer"], rows)
         lines += [
-            f"- One teacher step: {result['teacher_step_ms_cpu']:.1f} ms CPU (range "
-            f"{result['teacher_step_ms_cpu_range'][0]:.1f}–{result['teacher_step_ms_cpu_range'][1]:.1f}), of which "
-            f"held-out encoding {result['heldout_encoding_ms_cpu']:.1f} ms; weighted step "
-            f"{result['weighted_step_ms_cpu']:.1f} ms; the student's own step under `teacher` "
-            f"{result['student_step_ms_cpu']:.1f} ms.",
-            "- Predicted ratio `(student step + teacher step / k) / weighted step` by interval k: "
-            + ", ".join(f"k={k}: {v:.2f}" for k, v in result["predicted_ratio_by_interval"].items())
+            f"- Teacher step without encoding: {result['teacher_step_without_encoding_ms_cpu']:.1f} ms CPU; one "
+            f"encoding of the held-out rows: {result['heldout_encoding_ms_cpu']:.1f} ms "
+            f"({result['teacher_steps_timed']} teacher steps, {result['encodings_timed']} encodings timed).",
+            "- Predicted ratio `(student + (teacher step + encoding / r) / k) / plain` at interval k, refresh r: "
+            + ", ".join(f"{key}: {value:.2f}" for key, value in result["predicted_ratio"].items())
             + ".",
-            "",
         ]
-    recommended = payload["recommended_interval"]
-    lines += [
-        "## Default interval",
-        "",
-        f"Target: ratio ≤ {settings['target']} for every T. Smallest measured interval meeting it: "
-        + (f"**{recommended}**." if recommended is not None else "none of the measured intervals."),
-        "",
-    ]
+        if target is not None:
+            verdict = "meets" if measured <= target else "misses"
+            lines.append(f"- Target ≤ ×{target}: the default run's measured ×{measured:.3f} {verdict} it.")
+        lines.append("")
     return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 timed passes instead of 3")
-    parser.add_argument("--tasks", type=int, nargs="+", default=[5, 17])
-    parser.add_argument("--intervals", type=int, nargs="+", default=[1, 2, 5, 10, 20])
-    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per timed block")
+    parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, help="ENCODER:T[:G] (benchmarks.cost)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps per block (default interval × refresh)"
+    )
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--target", type=float, default=1.3)
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     return parser.parse_args(argv)
 
@@ -213,30 +230,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if any(args.steps % k for k in args.intervals):
-        raise ValueError(f"--steps {args.steps} must be a multiple of every interval {args.intervals}")
+    # A block holds a whole number of refresh cycles, so every block pays the same share of encodings.
+    cycle = TeacherSettings.interval * TeacherSettings.heldout_refresh
+    steps = args.steps if args.steps is not None else cycle
+    if steps % cycle:
+        raise ValueError(f"--steps {steps} must be a multiple of interval × heldout_refresh = {cycle}")
     torch.set_num_threads(args.threads)
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 3)
     meta = start_metadata(
         command_string("benchmarks.bench_teacher", argv), args.threads, "quick" if args.quick else "full"
     )
-    results = [measure(t, args.intervals, args.steps, repeats, args.batch_size, args.seq_len) for t in args.tasks]
+    results = [measure(Setting.parse(s), steps, repeats, args.batch_size, args.seq_len) for s in args.settings]
     payload = {
         "meta": finish_metadata(meta),
         "settings": {
-            "encoder": TINY_BERT,
-            "tasks": args.tasks,
-            "intervals": args.intervals,
-            "steps": args.steps,
+            "settings": args.settings,
+            "steps": steps,
             "repeats": repeats,
             "batch_size": args.batch_size,
             "seq_len": args.seq_len,
             "heldout_rows": HELDOUT_ROWS,
-            "target": args.target,
+            "interval": TeacherSettings.interval,
+            "heldout_refresh": TeacherSettings.heldout_refresh,
             "time_measure": "process CPU time per optimizer step (primary), wall time kept",
         },
         "results": results,
-        "recommended_interval": recommend(results, args.intervals, args.target),
     }
     paths = write_results(STEM, payload, render_markdown(payload), args.output_dir)
     print("wrote", ", ".join(str(p) for p in paths))

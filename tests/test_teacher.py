@@ -29,6 +29,7 @@ from hf_fairmtl.teacher import (
     Transition,
     flatten_parameters,
     lookahead_step,
+    plot_teacher_diagnostics,
     random_projection,
     teacher_reward,
     trainable_head_parameters,
@@ -270,6 +271,63 @@ def test_callback_drives_actions_and_logs(tmp_path) -> None:
     assert all(0.0 < acc <= 1.0 for acc in callback.teacher.best_accuracy)
 
 
+def test_diagnostics_are_logged_and_explain_each_decision(tmp_path) -> None:
+    """Per task and teacher step: both look-ahead rewards, both Q-values and the bests, logged and kept."""
+    trainer = small_trainer(tmp_path, teacher_epsilon=0.0)
+    trainer.train()
+    callback = trainer.teacher_callback
+    records = callback.diagnostics
+    assert [r["step"] for r in records] == [step for step, _ in callback.action_history[1:]]
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    for task in ("target", "auxiliary"):
+        names = ("reward_accuracy", "reward_fairness", "q_accuracy", "q_fairness", "best_accuracy", "best_eo")
+        assert all(f"teacher_{task}_{name}" in entry for entry in logs for name in names)
+    for record, (_, actions) in zip(records, callback.action_history[1:], strict=True):
+        for t, task in enumerate(("target", "auxiliary")):
+            key = f"teacher_{task}_"
+            for name in ("accuracy", "fairness"):
+                # The logged reward is the paper's reward of the candidate's held-out scores against the bests.
+                expected = teacher_reward(
+                    record[key + f"lookahead_accuracy_{name}"],
+                    record[key + f"lookahead_eo_{name}"],
+                    record[key + "best_accuracy"],
+                    record[key + "best_eo"],
+                )
+                assert record[key + f"reward_{name}"] == pytest.approx(expected)
+            # No exploration: the decision is the argmax of the logged Q-values (ties → accuracy).
+            greedy = int(record[key + "q_fairness"] > record[key + "q_accuracy"])
+            assert actions[t] == greedy == record[key + "action"]
+    assert plot_teacher_diagnostics(records, tmp_path / "diag.png", history=callback.action_history).exists()
+    assert plot_teacher_diagnostics(trainer.state.log_history, tmp_path / "logged.png").exists()
+    assert plot_teacher_diagnostics([{"step": 1, "loss": 0.3}], tmp_path / "none.png") is None
+
+
+@pytest.mark.parametrize("refresh", [1, 3])
+def test_heldout_features_are_refreshed_on_the_set_cadence(tmp_path, refresh: int) -> None:
+    """The encoder runs on the held-out rows every `teacher_heldout_refresh` teacher steps, not at every step."""
+    trainer = small_trainer(tmp_path, teacher_interval=1, teacher_heldout_refresh=refresh)
+    callback = trainer.teacher_callback
+    encoded_at, used = [], []
+    encode, features = callback.heldout.encode, callback.heldout.features
+
+    def spy_encode(*args, **kwargs):
+        encoded_at.append(trainer.state.global_step)
+        return encode(*args, **kwargs)
+
+    def spy_features(*args, **kwargs):
+        used.append(features(*args, **kwargs))
+        return used[-1]
+
+    callback.heldout.encode, callback.heldout.features = spy_encode, spy_features
+    trainer.train()
+    assert encoded_at == list(range(1, 13, refresh))  # teacher steps at 1..12
+    for step, tensor in enumerate(used, start=1):
+        refreshed_at = max(s for s in encoded_at if s <= step)
+        assert tensor is used[refreshed_at - 1]  # between refreshes: the same cached features
+    if refresh > 1:
+        assert not torch.equal(used[0], used[refresh])  # the encoder moved, and the refresh saw it
+
+
 def test_task_without_fairness_attributes_always_records_accuracy(tmp_path) -> None:
     """Exploring every decision: only the task with a fairness loss can be sent to it."""
     trainer = small_trainer(tmp_path, teacher_epsilon=1.0, fairness_attributes={"auxiliary": ["group"]})
@@ -361,7 +419,14 @@ def test_teacher_forced_to_fairness_trains_like_fixed_fairness_actions(tmp_path)
 
 
 def test_resume_reproduces_actions_and_parameters(tmp_path) -> None:
-    overrides = {"max_steps": 16, "teacher_interval": 3, "teacher_epsilon": 0.3, "save_strategy": "steps"}
+    # Held-out refresh 3: the features encoded at step 3 serve steps 3, 6 and 9, across the checkpoint at step 8.
+    overrides = {
+        "max_steps": 16,
+        "teacher_interval": 3,
+        "teacher_epsilon": 0.3,
+        "teacher_heldout_refresh": 3,
+        "save_strategy": "steps",
+    }
     straight = small_trainer(tmp_path / "straight", save_steps=100, **overrides)
     straight.train()
 
@@ -377,6 +442,7 @@ def test_resume_reproduces_actions_and_parameters(tmp_path) -> None:
     a, b = straight.teacher_callback.state_dict()["teacher"], resumed.teacher_callback.state_dict()["teacher"]
     assert a["best_accuracy"] == b["best_accuracy"] and a["best_eo_violation"] == b["best_eo_violation"]
     assert torch.equal(a["generator"], b["generator"])
+    assert resumed.teacher_callback.diagnostics == straight.teacher_callback.diagnostics
     for name, value in a["dqn"].items():
         torch.testing.assert_close(b["dqn"][name], value, rtol=0, atol=1e-6, msg=name)
 

@@ -19,8 +19,9 @@ One teacher step, for each task t (see [`TeacherCallback.teacher_step`]):
    rate. Each task's Q head is a dueling head (state value + action advantages) that starts at zero.
 5. Action: `argmax_a Q(s_t, a)`, with seeded ε-greedy exploration.
 
-The callback (`callback.py`) reaches the trainer only through the typed interface [`TeacherStudent`]
-(`interface.py`); every default lives in [`TeacherSettings`] (`settings.py`).
+What each decision was made from is logged and kept per step (`diagnostics.py`) and plotted by
+[`plot_teacher_diagnostics`] (`plots.py`). The callback (`callback.py`) reaches the trainer only through the
+typed interface [`TeacherStudent`] (`interface.py`); every default lives in [`TeacherSettings`] (`settings.py`).
 
 Under data parallelism every rank runs the same teacher step: the simulated head gradients are
 all-reduced (so every rank simulates the global batch's step, as DDP does for the student), the held-out
@@ -30,6 +31,7 @@ objectives.
 """
 
 from .callback import TeacherCallback
+from .diagnostics import ACTION_NAMES, diagnostic_key, diagnostic_record, logged_diagnostic_keys
 from .dqn import STATE_DICT_VERSION, MultiTaskDQN, TaskTeacher, Transition
 from .heldout import HeldoutSet
 from .interface import TeacherStudent
@@ -41,6 +43,7 @@ from .lookahead import (
     trainable_head_parameters,
     unflatten_parameters,
 )
+from .plots import plot_teacher_diagnostics
 from .reward import teacher_reward
 from .settings import (
     ACCURACY_ACTION,
@@ -55,6 +58,7 @@ from .state import random_projection, task_state
 
 __all__ = [
     "ACCURACY_ACTION",
+    "ACTION_NAMES",
     "ARGUMENT_FIELDS",
     "DEFAULT_MIN_DENOMINATOR",
     "FAIRNESS_ACTION",
@@ -68,10 +72,14 @@ __all__ = [
     "TeacherSettings",
     "TeacherStudent",
     "Transition",
+    "diagnostic_key",
+    "diagnostic_record",
     "flatten_parameters",
     "global_gradient_reducer",
     "head_logits",
+    "logged_diagnostic_keys",
     "lookahead_step",
+    "plot_teacher_diagnostics",
     "random_projection",
     "task_state",
     "teacher_reward",

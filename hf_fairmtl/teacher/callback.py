@@ -13,11 +13,12 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from ..losses.distributed import is_distributed
+from .diagnostics import diagnostic_record, logged_diagnostic_keys
 from .dqn import TaskTeacher, Transition
 from .heldout import HeldoutSet
 from .interface import TeacherStudent
 from .lookahead import flatten_parameters, global_gradient_reducer, lookahead_step, trainable_head_parameters
-from .settings import ACCURACY_ACTION, FAIRNESS_ACTION, TeacherSettings
+from .settings import ACCURACY_ACTION, TeacherSettings
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,12 @@ class TeacherCallback(TrainerCallback):
     its default and its field).
 
     Logged through `trainer.record_metric` at each teacher step (averaged over the logging window):
-    `teacher_td_loss` and, per task, `teacher_{task}_q_gap` = Q(s, fairness) − Q(s, accuracy). The trainer
-    itself logs `{task}_action` (the fraction of steps on the fairness loss in the window).
+    `teacher_td_loss` and, per task, the look-ahead reward of each action (`teacher_{task}_reward_accuracy`,
+    `teacher_{task}_reward_fairness`), the Q-values of the decision (`teacher_{task}_q_accuracy`,
+    `teacher_{task}_q_fairness`, `teacher_{task}_q_gap` = fairness − accuracy) and the running bests
+    (`teacher_{task}_best_accuracy`, `teacher_{task}_best_eo`). Every step's full record (with the candidates'
+    held-out scores) is kept in [`diagnostics`]. The trainer itself logs `{task}_action` (the fraction of steps
+    on the fairness loss in the window).
 
     Args:
         trainer: A trainer implementing [`TeacherStudent`] (`FairMTLTrainer`); may be left `None` and bound
@@ -49,7 +54,8 @@ class TeacherCallback(TrainerCallback):
             on the initial heads (no update).
         **settings: Any [`TeacherSettings`] field (`interval`, `lr`, `gamma`, `epsilon`, `hidden_size`,
             `state_size`, `heldout_size`, `heldout_refresh`, `lookahead_lr`, `seed`, `gradnorm`,
-            `gradnorm_alpha`, `gradnorm_lr`, `num_statistics`, `min_denominator`); `None` = from the arguments.
+            `gradnorm_alpha`, `gradnorm_lr`, `num_statistics`, `min_denominator`, `reward_accuracy`,
+            `collapse_threshold`); `None` = from the arguments (or the default, for settings without a field).
     """
 
     def __init__(
@@ -70,6 +76,8 @@ class TeacherCallback(TrainerCallback):
         self.teacher: TaskTeacher | None = None
         self.heldout: HeldoutSet | None = None
         self._pending_state: Mapping[str, Any] | None = None
+        # One record per teacher step (see `hf_fairmtl.teacher.diagnostics`), aligned with `action_history[1:]`.
+        self.diagnostics: list[dict[str, float]] = []
         if trainer is not None:
             self.bind(trainer)
 
@@ -121,7 +129,9 @@ class TeacherCallback(TrainerCallback):
             self.fairness_attributes,
             s.heldout_size,
             s.seed,
-            s.heldout_refresh,
+            refresh=s.heldout_refresh,
+            accuracy_metric=s.reward_accuracy,
+            collapse_threshold=s.collapse_threshold,
         )
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
@@ -167,12 +177,13 @@ class TeacherCallback(TrainerCallback):
         """One look-ahead, Q update and decision for every task; hands the actions to the trainer.
 
         The held-out features come from the cache (see [`HeldoutSet`]); the look-ahead only runs task heads.
+        What the decision was made from is logged and kept in [`diagnostics`].
         """
         teacher = self._require_bound()
         model = self.trainer.student_model()
         batch = self.trainer.latest_train_batch()
         features = self.heldout_features()
-        states, transitions = [], []
+        states, transitions, scores = [], [], []
         for t, task in enumerate(self.tasks):
             head = model.heads[task]
             params = trainable_head_parameters(head)
@@ -180,14 +191,16 @@ class TeacherCallback(TrainerCallback):
             teacher.observe(t, accuracy, eo_violation)
             state = teacher.dqn.make_state(t, flatten_parameters(params), (accuracy, eo_violation))
             states.append(state)
-            transition = None
+            transition, candidates = None, []
             if batch is not None:
-                transition = self._transition(t, head, params, state, batch, features, scored=not math.isnan(accuracy))
+                scored = not math.isnan(accuracy)
+                transition, candidates = self._transition(t, head, params, state, batch, features, scored)
             transitions.append(transition)
+            scores.append({"accuracy": accuracy, "eo": eo_violation, "candidates": candidates})
         result = teacher.update(transitions)
         actions, q = teacher.select_actions(torch.stack(states))
         actions = self._apply(step, actions)
-        self._log(result, q)
+        self._diagnose(step, result, transitions, scores, q, actions)
         return actions
 
     def _transition(
@@ -199,8 +212,12 @@ class TeacherCallback(TrainerCallback):
         batch: Mapping[str, torch.Tensor | None],
         features: torch.Tensor,
         scored: bool,
-    ) -> Transition | None:
-        """Look-ahead of task t: both simulated head steps, their held-out scores, rewards and next states."""
+    ) -> tuple[Transition | None, list[tuple[float, float]]]:
+        """Look-ahead of task t: both simulated head steps, their held-out scores, rewards and next states.
+
+        Returns:
+            The transition (`None` when the task is unscored) and each candidate's `(accuracy, EO violation)`.
+        """
         teacher = self._require_bound()
         labels = batch["labels"][:, t]
         group_labels = batch.get("group_labels")
@@ -213,15 +230,44 @@ class TeacherCallback(TrainerCallback):
             head, params, batch["shared"], objectives, self.settings.lookahead_lr, global_gradient_reducer(labels)
         )
         if not scored:
-            return None
-        next_states, rewards = [], []
+            return None, []
+        next_states, rewards, candidate_scores = [], [], []
         for candidate in candidates:
             candidate_accuracy, candidate_eo = self.heldout.score(t, head, candidate, features)
+            candidate_scores.append((candidate_accuracy, candidate_eo))
             rewards.append(teacher.reward(t, candidate_accuracy, candidate_eo))
             next_states.append(
                 teacher.dqn.make_state(t, flatten_parameters(candidate), (candidate_accuracy, candidate_eo))
             )
-        return Transition(state, torch.stack(next_states), torch.tensor(rewards))
+        return Transition(state, torch.stack(next_states), torch.tensor(rewards)), candidate_scores
+
+    def _diagnose(
+        self,
+        step: int,
+        result: Mapping[str, Any],
+        transitions: Sequence[Transition | None],
+        scores: Sequence[Mapping[str, Any]],
+        q: torch.Tensor,
+        actions: Sequence[int],
+    ) -> None:
+        """Log what one decision was made from and append it to [`diagnostics`] (see [`diagnostic_record`])."""
+        teacher = self._require_bound()
+        record = diagnostic_record(
+            step,
+            self.tasks,
+            result["loss"],
+            [tr.rewards.tolist() if tr is not None else None for tr in transitions],
+            q.tolist(),
+            teacher.best_accuracy,
+            teacher.best_eo_violation,
+            scores,
+            actions,
+        )
+        self.diagnostics.append(record)
+        for name in logged_diagnostic_keys(self.tasks):
+            value = record.get(name, math.nan)
+            if not math.isnan(value):
+                self.trainer.record_metric(name, value)
 
     def _initial_actions(self) -> list[int]:
         teacher = self._require_bound()
@@ -251,13 +297,6 @@ class TeacherCallback(TrainerCallback):
         self._require_bound().record(step, actions)
         self.trainer.set_task_actions(actions)
         return actions
-
-    def _log(self, result: Mapping[str, Any], q: torch.Tensor) -> None:
-        if not math.isnan(result["loss"]):
-            self.trainer.record_metric("teacher_td_loss", result["loss"])
-        gaps = (q[:, FAIRNESS_ACTION] - q[:, ACCURACY_ACTION]).tolist()
-        for task, gap in zip(self.tasks, gaps, strict=True):
-            self.trainer.record_metric(f"teacher_{task}_q_gap", gap)
 
     # -------------------------------------------------------------------------------- TrainerCallback hooks
 
@@ -289,6 +328,7 @@ class TeacherCallback(TrainerCallback):
         return {
             "teacher": self._require_bound().state_dict(),
             "heldout": self.heldout.state_dict(),
+            "diagnostics": [dict(record) for record in self.diagnostics],
             "settings": self.settings.as_dict(),
         }
 
@@ -299,5 +339,6 @@ class TeacherCallback(TrainerCallback):
             return
         self.teacher.load_state_dict(state["teacher"])
         self.heldout.load_state_dict(state.get("heldout"), self.device)
+        self.diagnostics = [dict(record) for record in state.get("diagnostics", [])]
         if self.trainer is not None:
             self.trainer.set_task_actions(self.teacher.actions)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..groups import UNKNOWN_GROUP, attribute_group_ids
-from ..metrics import fairness_metrics
+from ..metrics import fairness_metrics, task_metrics
 from ..modeling_fairmtl import IGNORE_INDEX
 from .lookahead import head_logits
 
@@ -32,6 +32,9 @@ class HeldoutSet:
         num_labels: Per task, its class count (in task order).
         fairness_attributes: Per task (in task order), the attributes its EO violation is averaged over.
         refresh: Re-encode every `refresh` teacher steps (1 = every step).
+        accuracy_metric: `"accuracy"` or `"balanced_accuracy"`: the accuracy [`score`] returns.
+        collapse_threshold: A head predicting one class on at least this share of the labelled rows gets a NaN EO
+            violation (its gaps do not measure fairness); `None` = never.
     """
 
     def __init__(
@@ -42,6 +45,8 @@ class HeldoutSet:
         num_labels: Sequence[int],
         fairness_attributes: Sequence[Sequence[str]],
         refresh: int = 1,
+        accuracy_metric: str = "accuracy",
+        collapse_threshold: float | None = None,
     ) -> None:
         if refresh < 1:
             raise ValueError(f"`refresh` (teacher_heldout_refresh) must be at least 1, got {refresh}")
@@ -51,6 +56,8 @@ class HeldoutSet:
         self.num_labels = list(num_labels)
         self.fairness_attributes = [list(attrs) for attrs in fairness_attributes]
         self.refresh = refresh
+        self.accuracy_metric = accuracy_metric
+        self.collapse_threshold = collapse_threshold
         self.cached: torch.Tensor | None = None
         self.age = 0  # teacher steps the cached features have served
         self.num_encodings = 0
@@ -64,9 +71,12 @@ class HeldoutSet:
         fairness_attributes: Mapping[str, Sequence[str]],
         size: int,
         seed: int,
-        refresh: int = 1,
+        **options: Any,
     ) -> HeldoutSet:
-        """Collate a seeded sample of at most `size` rows of `dataset` (all rows if it is smaller)."""
+        """Collate a seeded sample of at most `size` rows of `dataset` (all rows if it is smaller).
+
+        `options` are the constructor's `refresh`, `accuracy_metric` and `collapse_threshold`.
+        """
         indices = list(range(len(dataset)))
         if len(indices) > size:
             generator = torch.Generator().manual_seed(int(seed))
@@ -88,7 +98,7 @@ class HeldoutSet:
             groups,
             [config.task_num_labels[task] for task in config.tasks],
             [fairness_attributes[task] for task in config.tasks],
-            refresh,
+            **options,
         )
 
     @property
@@ -124,9 +134,10 @@ class HeldoutSet:
     ) -> tuple[float, float]:
         """`(accuracy, EO violation)` of a head on the rows labelled for one task.
 
-        EO violation is `fairness_metrics(...)["eo_violation"]` averaged over the task's fairness attributes;
-        NaN when the task has none or the rows show fewer than two groups (nothing to compare, so the reward
-        keeps only its accuracy term). Both are NaN when no row is labelled for the task.
+        The accuracy is `accuracy_metric` (plain or balanced). EO violation is `fairness_metrics(...)["eo_violation"]`
+        averaged over the task's fairness attributes; NaN when the task has none, the rows show fewer than two
+        groups (nothing to compare, so the reward keeps only its accuracy term), or the head is collapsed (see
+        `collapse_threshold`). Both are NaN when no row is labelled for the task.
         """
         labels = self.labels[:, task_index]
         labelled = labels != IGNORE_INDEX
@@ -136,18 +147,16 @@ class HeldoutSet:
             predictions = head_logits(head, params, features[labelled.to(features.device)]).argmax(-1).cpu()
         y_true = labels[labelled].numpy()
         y_pred = predictions.numpy()
-        num_classes = self.num_labels[task_index]
-        accuracy = math.nan
+        figures = task_metrics(y_true, y_pred, threshold=self.collapse_threshold or 1.0)
+        accuracy = figures[self.accuracy_metric]
+        if self.collapse_threshold is not None and figures["collapsed"]:
+            return float(accuracy), math.nan
         violations = []
         for attr in self.fairness_attributes[task_index]:
             groups = self.groups[attr][labelled]
-            metrics = fairness_metrics(y_true, y_pred, groups.numpy(), num_classes=num_classes)
-            accuracy = metrics["accuracy"]
             if torch.unique(groups[groups >= 0]).numel() >= 2:
+                metrics = fairness_metrics(y_true, y_pred, groups.numpy(), num_classes=self.num_labels[task_index])
                 violations.append(metrics["eo_violation"])
-        if math.isnan(accuracy):
-            no_groups = torch.full_like(labels[labelled], UNKNOWN_GROUP).numpy()
-            accuracy = fairness_metrics(y_true, y_pred, no_groups, num_classes=num_classes)["accuracy"]
         return float(accuracy), (sum(violations) / len(violations)) if violations else math.nan
 
     def state_dict(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ ACCURACY_ACTION, FAIRNESS_ACTION = 0, 1
 NUM_ACTIONS = 2
 NUM_STATISTICS = 2  # held-out accuracy and EO violation of the head, appended to the projected weights
 DEFAULT_MIN_DENOMINATOR = 0.05
+REWARD_ACCURACY_METRICS = ("accuracy", "balanced_accuracy")
 
 # Setting -> `FairMTLTrainingArguments` field it is read from (the settings without a field are constructor-only).
 ARGUMENT_FIELDS: dict[str, str] = {
@@ -58,6 +59,12 @@ class TeacherSettings:
         min_denominator: Clamp of the reward's denominators (see `teacher_reward`).
         initial_action: Action of every task before the first teacher step; `None` = the DQN's greedy choice on
             the initial heads (no update).
+        reward_accuracy: The accuracy the reward and the state use: `"accuracy"` (the paper) or
+            `"balanced_accuracy"` (mean recall over classes; on an imbalanced task plain accuracy is maximised by
+            predicting the majority class, so the paper's reward then keeps the teacher on CE_t).
+        collapse_threshold: When set (e.g. 0.95), a head predicting one class on at least this share of a task's
+            held-out rows has no EO violation (NaN): its EO of ≈ 0 is not fairness, so it never becomes the running
+            best EO and earns no fairness gain; the reward keeps only its accuracy term. `None` = off (the paper).
     """
 
     interval: int = 10
@@ -76,6 +83,8 @@ class TeacherSettings:
     num_statistics: int = NUM_STATISTICS
     min_denominator: float = DEFAULT_MIN_DENOMINATOR
     initial_action: int | None = ACCURACY_ACTION
+    reward_accuracy: str = "accuracy"
+    collapse_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if int(self.interval) < 1:
@@ -92,6 +101,12 @@ class TeacherSettings:
             raise ValueError(f"`epsilon` (teacher_epsilon) must be in [0, 1], got {self.epsilon}")
         if not 0.0 <= self.gamma < 1.0:
             raise ValueError(f"`gamma` (teacher_gamma) must be in [0, 1), got {self.gamma}")
+        if self.reward_accuracy not in REWARD_ACCURACY_METRICS:
+            raise ValueError(
+                f"`reward_accuracy` must be one of {list(REWARD_ACCURACY_METRICS)}, got {self.reward_accuracy!r}"
+            )
+        if self.collapse_threshold is not None and not 0.5 <= self.collapse_threshold <= 1.0:
+            raise ValueError(f"`collapse_threshold` must be in [0.5, 1] or None, got {self.collapse_threshold}")
         if self.initial_action not in (None, ACCURACY_ACTION, FAIRNESS_ACTION):
             raise ValueError(
                 f"`initial_action` must be 0 (accuracy), 1 (fairness) or None, got {self.initial_action!r}"
