@@ -52,13 +52,15 @@ from .main_job import (
 from .report import format_table, load_run, summary_rows, write_report
 from .trainer import FairMTLTrainingArguments
 
-COMMANDS = ("train", "evaluate", "report")
-USAGE = """usage: hf-fairmtl {train,evaluate,report} ...
+COMMANDS = ("train", "evaluate", "report", "predict")
+USAGE = """usage: hf-fairmtl {train,evaluate,report,predict} ...
 
   hf-fairmtl train [CONFIG.yaml] [--flags]        train and compare methods (default: fairness transfer
                                                  on packaged BUG text with MiniLM), write RUN_DIR + report
   hf-fairmtl evaluate --model_name_or_path DIR    evaluate a saved model on held-out rows
   hf-fairmtl report RUN_DIR                       write RUN_DIR/report.md with plots
+  hf-fairmtl predict --model_name_or_path DIR --input rows.csv --output predictions.csv
+                                                 per-task label and score of every row
 
 `hf-fairmtl train --help` lists every flag (all TrainingArguments ones included)."""
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -229,6 +231,39 @@ def report(argv: Sequence[str]) -> int:
     return 0
 
 
+def predict(argv: Sequence[str]) -> int:
+    """`hf-fairmtl predict`: a `{task}_label` and `{task}_score` column per task for every row of a CSV file."""
+    parser = _PlainParser(prog="hf-fairmtl predict", description="Predict every task for the rows of a CSV file.")
+    parser.add_argument("--model_name_or_path", required=True, help="A saved checkpoint folder or Hub id.")
+    parser.add_argument("--input", required=True, help="CSV: a text column (text models) or raw feature columns.")
+    parser.add_argument("--output", required=True, help="CSV to write, one row per input row.")
+    parser.add_argument("--text_column", default="text", help="Text column of text models (default: text).")
+    parser.add_argument(
+        "--group_columns", nargs="*", default=[], metavar="ATTR[=COLUMN]", help="Group columns for group thresholds."
+    )
+    parser.add_argument("--tokenizer", default=None, help="Tokenizer (default: the one saved with the model).")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--trust_remote_code", action="store_true", help="Run the code shipped with a Hub model.")
+    args = parser.parse_args(list(argv))
+    import pandas as pd
+    from transformers import pipeline
+
+    from .configuration_fairmtl import PIPELINE_TASK
+    from .pipelines import predict_table
+
+    if not Path(args.input).is_file():
+        raise FileNotFoundError(f"--input file {args.input!r} does not exist")
+    groups = dict(item.split("=", 1) if "=" in item else (item, item) for item in args.group_columns)
+    frame = pd.read_csv(args.input, dtype={column: str for column in [args.text_column, *groups.values()]})
+    pipe = pipeline(
+        PIPELINE_TASK, model=args.model_name_or_path, tokenizer=args.tokenizer, trust_remote_code=args.trust_remote_code
+    )
+    predictions = predict_table(pipe, frame, args.text_column, groups, args.batch_size, source=args.input)
+    predictions.to_csv(args.output, index=False)
+    _print(f"predictions: {args.output} ({len(predictions)} rows, tasks {', '.join(pipe.model.config.tasks)})")
+    return 0
+
+
 def _print(text: str) -> None:
     # Tables and paths once, from the main process, under `accelerate launch` too.
     from accelerate import PartialState
@@ -250,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    handlers = {"train": train, "evaluate": evaluate, "report": report}
+    handlers = {"train": train, "evaluate": evaluate, "report": report, "predict": predict}
     try:
         if command not in handlers:
             raise CLIError(

@@ -193,7 +193,10 @@ class FairMTLModel(FairMTLPreTrainedModel):
                 )
             return self.encoder(features.to(self.dtype))
         if input_ids is None:
-            raise ValueError("This model has a text encoder: pass `input_ids` (and `attention_mask`)")
+            raise ValueError(
+                "This model has a text encoder: pass `input_ids` (and `attention_mask`); for a dataset of raw text, "
+                "tokenize it with build_multitask_dataset(sources, config, tokenizer=tokenizer)"
+            )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         encoder_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -53,13 +53,47 @@ def tabular_config() -> FairMTLConfig:
     )
 
 
-@pytest.fixture
-def tiny_tokenizer(tmp_path):
-    """A BERT WordPiece tokenizer over a vocabulary the test writes (ids < TINY_VOCAB_SIZE)."""
+TINY_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Real words first (so text tests read real tokens), then w0, w1, ... up to TINY_VOCAB_SIZE ids.
+TINY_WORDS = ["good", "bad", "film", "plot", "she", "he", "is", "a", "nurse", "doctor", "great", "awful", "fine"]
+
+
+def tiny_vocab() -> dict[str, int]:
+    """Token -> id of the tiny tokenizer: special tokens 0-4, `TINY_WORDS`, then `w0`, `w1`, ..."""
+    fillers = [f"w{i}" for i in range(TINY_VOCAB_SIZE - len(TINY_SPECIAL_TOKENS) - len(TINY_WORDS))]
+    return {token: i for i, token in enumerate(TINY_SPECIAL_TOKENS + TINY_WORDS + fillers)}
+
+
+def build_tiny_tokenizer():
+    """A BERT-style WordPiece tokenizer over `tiny_vocab()` (ids < TINY_VOCAB_SIZE), built in memory.
+
+    Built from a vocabulary dict with the `tokenizers` library: under transformers 5,
+    `BertTokenizerFast(vocab_file=...)` loads only the special tokens, so every word would be `[UNK]`.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
 
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    words = [f"w{i}" for i in range(TINY_VOCAB_SIZE - len(special))]
-    vocab_file = tmp_path / "vocab.txt"
-    vocab_file.write_text("\n".join(special + words) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    vocab = tiny_vocab()
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return BertTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=64,
+    )
+
+
+@pytest.fixture
+def tiny_tokenizer():
+    """`build_tiny_tokenizer()`: known words map to their ids in `tiny_vocab()`."""
+    return build_tiny_tokenizer()

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from hf_fairmtl import FairMTLConfig
 from hf_fairmtl.data import DataCollatorForFairMTL, TaskSource, build_multitask_dataset
 
-from .conftest import tiny_bert_dict
+from .conftest import TINY_VOCAB_SIZE, build_tiny_tokenizer, tiny_bert_dict, tiny_vocab
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_raw_text_rows_are_tokenized(tokenizer):
     ]
     batch = DataCollatorForFairMTL(tokenizer, max_length=16)(rows)
     assert batch["input_ids"].shape[0] == 2 and "text" not in batch and "source" not in batch
-    with pytest.raises(ValueError, match="pass a tokenizer"):
+    with pytest.raises(ValueError, match=r"no tokenizer: tokenize the dataset with build_multitask_dataset\("):
         DataCollatorForFairMTL()(rows)
 
 
@@ -91,3 +91,54 @@ def test_dataloader_over_built_dataset(tokenizer):
     batches = list(loader)
     assert [b["labels"].shape[0] for b in batches] == [4, 4, 1]
     assert all(b["labels"][:, 1].eq(-100).all() and b["group_labels"].eq(-1).all() for b in batches)
+
+
+def test_tiny_tokenizer_reads_real_words(tiny_tokenizer):
+    """The fixture knows its words (transformers 5 `BertTokenizerFast(vocab_file=...)` made every word [UNK])."""
+    vocab = tiny_vocab()
+    assert len(vocab) == TINY_VOCAB_SIZE and tiny_tokenizer.vocab_size == TINY_VOCAB_SIZE
+    ids = tiny_tokenizer("Good film w7")["input_ids"]
+    assert ids == [vocab["[CLS]"], vocab["good"], vocab["film"], vocab["w7"], vocab["[SEP]"]]
+    assert tiny_tokenizer("zebra")["input_ids"][1] == tiny_tokenizer.unk_token_id == vocab["[UNK]"]
+    assert tiny_tokenizer.pad_token_id == vocab["[PAD]"] == 0
+
+
+def test_rows_without_model_inputs_hint_at_the_builder():
+    """What the Trainer hands over when `remove_unused_columns` dropped the raw `text` of an untokenized set."""
+    rows = [{"labels": [1, -100], "group_labels": [0]}, {"labels": [0, 1], "group_labels": [-1]}]
+    with pytest.raises(ValueError, match=r"no model input .*build_multitask_dataset\(sources, config, tokenizer="):
+        DataCollatorForFairMTL(build_tiny_tokenizer())(rows)
+
+
+@pytest.mark.parametrize(
+    ("key", "bad", "match"),
+    [
+        ("labels", [1.5, 0], r"`labels` value 1\.5 \(row 1 of the batch, column 0\) is not an integer id"),
+        ("labels", ["pos", "neg"], r"Column `labels` holds 'pos' \(str\), not numbers; .*label_vocab"),
+        ("group_labels", [0.5], r"`group_labels` value 0\.5 .* use class ids, -1 for missing"),
+        ("labels", [float("nan"), 1], r"`labels` value nan .* -100 for missing"),
+    ],
+)
+def test_non_integer_ids_are_refused_not_cast(key, bad, match):
+    rows = [{"features": [0.0, 1.0], "labels": [0, 1], "group_labels": [1]} for _ in range(2)]
+    rows[1] = {**rows[1], key: bad}
+    with pytest.raises(ValueError, match=match):
+        DataCollatorForFairMTL()(rows)
+    # Integral floats are ids (pandas writes 1.0 for an int column with gaps) and stay exact.
+    rows[1] = {**rows[1], key: [1.0, 0.0][: len(rows[0][key])]}
+    assert DataCollatorForFairMTL()(rows)[key].dtype == torch.long
+
+
+def test_missing_text_in_a_batch_names_the_row_and_source(tiny_tokenizer):
+    rows = [{"text": "good film", "labels": [1], "source": "reviews"}, {"text": None, "labels": [0], "source": "news"}]
+    with pytest.raises(ValueError, match=r"Row 1 of the batch has text None \(source 'news'\)"):
+        DataCollatorForFairMTL(tiny_tokenizer)(rows)
+
+
+@pytest.mark.parametrize("max_length", [0, 1, 2, -1, 2.5, True])
+def test_collator_max_length_that_cannot_truncate_is_refused(max_length, tiny_tokenizer):
+    with pytest.raises(ValueError, match="DataCollatorForFairMTL max_length"):
+        DataCollatorForFairMTL(tiny_tokenizer, max_length=max_length)
+    # 3 = [CLS] + one token + [SEP]: the shortest length that truncates.
+    rows = [{"text": "good film plot", "labels": [1]}]
+    assert DataCollatorForFairMTL(tiny_tokenizer, max_length=3)(rows)["input_ids"].shape == (1, 3)

@@ -325,3 +325,48 @@ def test_trainer_keeps_group_labels_and_drops_source(tmp_path):
     )
     Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorForFairMTL()).train()
     assert seen and {"features", "group_labels", "labels"} <= set(seen[0]) and "source" not in seen[0]
+
+
+@pytest.mark.parametrize("max_length", [0, 1, 2, -1])
+def test_max_length_that_cannot_truncate_is_refused(sources_and_config, tiny_tokenizer, max_length):
+    """0-2 leave no room besides [CLS]/[SEP] (tokenizers then silently skip truncation); -1 overflowed."""
+    sources, config = sources_and_config
+    with pytest.raises(ValueError, match=rf"max_length={max_length} leaves no room|max_length must be a positive"):
+        build_multitask_dataset(sources, config, tokenizer=tiny_tokenizer, max_length=max_length)
+    shortest = build_multitask_dataset(sources, config, tokenizer=tiny_tokenizer, max_length=3)
+    assert max(len(ids) for ids in shortest["input_ids"]) == 3
+
+
+def test_tiny_tokenizer_text_reaches_the_dataset_as_real_tokens(sources_and_config, tiny_tokenizer):
+    from .conftest import tiny_vocab
+
+    sources, config = sources_and_config
+    built = build_multitask_dataset(sources[:1], config, tokenizer=tiny_tokenizer)
+    vocab = tiny_vocab()
+    assert built[0]["input_ids"] == [vocab["[CLS]"], vocab["great"], vocab["film"], vocab["[SEP]"]]
+
+
+def test_non_integral_and_string_labels_name_the_column(sources_and_config):
+    sources, config = sources_and_config
+    floats = TaskSource(pd.DataFrame({"text": ["a", "b"], "t": [1.0, 1.5]}), {"topic": "t"}, name="hand")
+    with pytest.raises(ValueError, match=r"Source 'hand', column 't' \(task 'topic'\) holds 1\.5 .*not rounded"):
+        build_multitask_dataset([floats], config)
+    no_vocab = _config({}, {"gender": ["female", "male"], "race": ["a", "b"]})
+    names = TaskSource(pd.DataFrame({"text": ["a"], "t": ["pos"]}), {"sentiment": "t"}, name="named")
+    with pytest.raises(ValueError, match=r"Source 'named', column 't' \(task 'sentiment'\) holds category names"):
+        build_multitask_dataset([names], no_vocab)
+
+
+def test_missing_text_names_the_source_and_row(sources_and_config, tiny_tokenizer):
+    sources, config = sources_and_config
+    gaps = TaskSource(
+        pd.DataFrame({"text": ["good", None, "bad", None], "t": [0, 1, 0, 1]}), {"topic": "t"}, name="gappy"
+    )
+    for tokenizer in (None, tiny_tokenizer):
+        with pytest.raises(
+            ValueError, match=r"Source 'gappy': text column 'text' is missing \(None\) at row 1 and 1 more"
+        ):
+            build_multitask_dataset([gaps], config, tokenizer=tokenizer)
+    numbers = TaskSource(pd.DataFrame({"text": [1, 2], "t": [0, 1]}), {"topic": "t"}, name="numbers")
+    with pytest.raises(ValueError, match=r"Source 'numbers': text column 'text' must hold strings, got int64"):
+        build_multitask_dataset([numbers], config)

@@ -189,7 +189,10 @@ def _column_kind(values: Sequence[Any]) -> str:
         elif isinstance(value, (float, np.floating)) and float(value).is_integer():
             kinds.add("int")
         else:
-            raise ValueError(f"unsupported value {value!r} ({type(value).__name__}); use class ids or category names")
+            raise ValueError(
+                f"holds {value!r} ({type(value).__name__}), which is neither an integer id nor a category name "
+                "(non-integral values are refused, not rounded)"
+            )
     if len(kinds) > 1:
         raise ValueError("mixes category names (str) and integer ids; use one kind per column")
     return kinds.pop() if kinds else "empty"
@@ -272,7 +275,7 @@ def _encode_column(
     try:
         kind = _column_kind(values)
     except ValueError as err:
-        raise ValueError(f"{where}: column {err}") from None
+        raise ValueError(f"{where} {err}") from None
     out = np.full(len(values), missing, dtype=np.int64)
     if kind == "empty":
         return out
@@ -392,11 +395,48 @@ def _source_table(source: TaskSource, source_name: str, config: FairMTLConfig) -
             )
         arrays["features"] = _fixed_list_array(matrix)
     else:
-        text = _arrow_table(source.dataset, [source.text_column]).column(source.text_column)
-        if not pa.types.is_string(text.type) and not pa.types.is_large_string(text.type):
-            raise ValueError(f"Source {source_name!r}: text column {source.text_column!r} must hold strings")
-        arrays["text"] = text.combine_chunks().cast(pa.string())
+        arrays["text"] = _text_column(source, source_name)
     return datasets.Dataset(InMemoryTable(pa.table(arrays)))
+
+
+def _text_column(source: TaskSource, source_name: str) -> pa.Array:
+    """The source's text as one Arrow string array; a non-string column or a missing text is refused by row."""
+    text = _arrow_table(source.dataset, [source.text_column]).column(source.text_column).combine_chunks()
+    if pa.types.is_null(text.type) or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        raise ValueError(
+            f"Source {source_name!r}: text column {source.text_column!r} must hold strings, got {text.type}"
+        )
+    if text.null_count:
+        rows = np.flatnonzero(text.is_null().to_numpy(zero_copy_only=False))
+        raise ValueError(
+            f"Source {source_name!r}: text column {source.text_column!r} is missing (None) at row {int(rows[0])}"
+            f"{f' and {len(rows) - 1} more row(s)' if len(rows) > 1 else ''}; drop or fill those rows first"
+        )
+    return text.cast(pa.string())
+
+
+def check_max_length(max_length: Any, tokenizer: Any = None, setting: str = "max_length") -> None:
+    """Refuse a truncation length that would not truncate or would leave no room for text.
+
+    Args:
+        max_length: `None` (the tokenizer's own limit) or a positive integer.
+        tokenizer: When given, `max_length` must also exceed the special tokens it adds (`[CLS]`/`[SEP]`):
+            transformers' tokenizers do not truncate at all below that (only warn).
+        setting: The name used in the error message.
+
+    Raises:
+        ValueError: Naming `setting`, for a non-integer, a value < 1, or one the special tokens fill.
+    """
+    if max_length is None:
+        return
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
+        raise ValueError(f"{setting} must be a positive integer or None (the tokenizer's limit), got {max_length!r}")
+    special = tokenizer.num_special_tokens_to_add() if tokenizer is not None else 0
+    if max_length <= special:
+        raise ValueError(
+            f"{setting}={max_length} leaves no room for text: the tokenizer adds {special} special tokens, so "
+            f"{setting} must be at least {special + 1} (tokenizers silently skip truncation below that)"
+        )
 
 
 def _mixing_indices(
@@ -455,7 +495,8 @@ def build_multitask_dataset(
         tokenizer: When given (text sources), `text` is tokenized into `input_ids`/`attention_mask`
             (truncated to `max_length`, not padded: `DataCollatorForFairMTL` pads per batch). Without one,
             the raw `text` column is kept so the dataset can be tokenized later or by the collator.
-        max_length: Truncation length for the tokenizer (`None`: the tokenizer's own limit).
+        max_length: Truncation length for the tokenizer (`None`: the tokenizer's own limit); it must leave room
+            for at least one token besides the special tokens (`check_max_length`).
         mixing: How rows of the sources are combined:
             `"concatenate"` (default): every row once, sources one after another (the Trainer shuffles);
             `"proportional"`: `num_samples` rows drawn with source probability ∝ size;
@@ -479,7 +520,8 @@ def build_multitask_dataset(
 
     Raises:
         ValueError: Bad mixing name, empty or mixed-modality sources, a source task/attribute missing from
-            the config, missing columns, unseen categories, ids out of range, wrong feature width.
+            the config, missing columns, unseen categories, ids out of range, non-integral or non-id labels,
+            a missing (None) text, a `max_length` that cannot truncate, wrong feature width.
     """
     if mixing not in MIXING_STRATEGIES:
         raise ValueError(f"mixing={mixing!r} is not one of {MIXING_STRATEGIES}{_suggest(mixing, MIXING_STRATEGIES)}")
@@ -514,6 +556,7 @@ def build_multitask_dataset(
         raise ValueError("Text sources need a config with a text `encoder`; this config is tabular")
     if tokenizer is not None and tabular:
         raise ValueError("A tokenizer was given but the sources are tabular (`feature_columns`)")
+    check_max_length(max_length, tokenizer)
 
     tables = [_source_table(source, name, config) for source, name in zip(sources, names, strict=True)]
     merged = datasets.concatenate_datasets(tables) if len(tables) > 1 else tables[0]

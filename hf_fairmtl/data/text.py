@@ -178,6 +178,8 @@ def load_reddit_bias_frame(
         subdir, filename = REDDIT_BIAS_FILES[group]
         # One file has a few non-UTF-8 bytes; replacing them beats dropping the comments.
         raw = pd.read_csv(folder / subdir / filename, usecols=["comment", "bias_sent"], encoding_errors="replace")
+        # A missing comment would become the text "nan" under astype(str): such rows are dropped (none today).
+        raw = raw[raw["comment"].notna()]
         bias = pd.to_numeric(raw["bias_sent"], errors="coerce")
         bias = bias.where(bias.isin([0, 1])).astype("Int64")
         parts.append(
