@@ -55,6 +55,26 @@ def test_config_needs_an_encoder() -> None:
         FairMTLConfig(tasks=["a"])
 
 
+def test_task_label_maps_default_and_survive_save(tmp_path) -> None:
+    config = FairMTLConfig(
+        tasks=["sentiment", "topic", "toxic"],
+        task_id2label={"sentiment": {0: "neg", 1: "pos"}},
+        task_label2id={"topic": {"sport": 1, "news": 0, "art": 2}},
+        num_features=3,
+    )
+    assert config.task_id2label == {
+        "sentiment": {0: "neg", 1: "pos"},
+        "topic": {0: "news", 1: "sport", 2: "art"},
+        "toxic": {0: "0", 1: "1"},  # no names given: the ids, as fit_vocabularies names integer columns
+    }
+    assert config.task_label2id["topic"] == {"news": 0, "sport": 1, "art": 2}
+    assert config.task_num_labels == {"sentiment": 2, "topic": 3, "toxic": 2}
+    FairMTLModel(config).save_pretrained(tmp_path)
+    for loaded in (FairMTLConfig.from_pretrained(tmp_path), AutoConfig.from_pretrained(tmp_path)):
+        assert loaded.task_id2label == config.task_id2label and loaded.task_label2id == config.task_label2id
+        assert loaded.label_vocab == {"sentiment": ["neg", "pos"], "topic": ["news", "sport", "art"]}
+
+
 def test_intersectional_group_names(tabular_config: FairMTLConfig) -> None:
     assert tabular_config.group_attribute_names == ["sex", "race", "sex*race"]
     assert tabular_config.group_names("sex*race")[:4] == ["female*a", "female*b", "female*c", "male*a"]
