@@ -284,12 +284,13 @@ def test_degenerate_batches_train_without_nan(tmp_path) -> None:
 
 @pytest.mark.parametrize("rows_kind", ["exclusive", "shared", "mixed"])
 def test_mtaf_routes_each_rows_fairness_gradient_and_updates_estimates_once(rows_kind, tmp_path) -> None:
-    """Rows labelled only for the task: fairness reaches its head alone; other rows: the shared encoder alone."""
+    """Task-exclusive rows: fairness reaches the task's head alone; other rows: the shared encoder alone."""
     torch.manual_seed(0)
     model = FairMTLModel(tabular_config())
     trainer = FairMTLTrainer(model=model, args=make_args(tmp_path, strategy="mtaf", fairness_loss="eps_deo"))
     exclusive = biased_rows(64, seed=0, label_tasks=("target",))
-    both = biased_rows(64, seed=1)
+    # Rows with the same label on both tasks are exclusive to neither (MTA-F: exclusive = opposite labels).
+    both = [row for row in biased_rows(192, seed=1) if row["labels"][0] == row["labels"][1]][:64]
     rows = {"exclusive": exclusive, "shared": both, "mixed": exclusive[:32] + both[:32]}[rows_kind]
     batch = trainer.data_collator(rows)
     shared = model.encode(features=batch["features"])
@@ -349,3 +350,27 @@ def test_trainer_accepts_peft_config(tmp_path) -> None:
             reloaded(features=features).logits, trainer.model(features=features).logits, strict=True
         ):
             torch.testing.assert_close(got, expected)
+
+
+def test_mtaf_exclusive_rows_follow_the_paper_on_fully_labelled_data() -> None:
+    """Exclusive to t: positive for t and negative for all other tasks, or the reverse (Wang et al. 2021)."""
+    from hf_fairmtl.strategies.mtaf import task_exclusive_rows
+
+    labels = torch.tensor(
+        [
+            [1, 0, 0],  # exclusive to task 0 (its positive against two negatives)
+            [0, 1, 1],  # exclusive to task 0 (negative only there)
+            [1, 1, 0],  # exclusive to task 2 (its negative against two positives)
+            [1, 1, 1],  # exclusive to none
+            [0, 0, 0],  # exclusive to none
+            [1, -100, 0],  # labelled tasks 0 (+) and 2 (-): exclusive to both
+            [-100, 1, -100],  # labelled for task 1 alone: exclusive to it
+        ]
+    )
+    expected = {
+        0: [True, True, False, False, False, True, False],
+        1: [False, False, False, False, False, False, True],
+        2: [False, False, True, False, False, True, False],
+    }
+    for task, rows in expected.items():
+        assert task_exclusive_rows(labels, task).tolist() == rows, task

@@ -10,17 +10,31 @@ from .weighted import WeightedStrategy
 
 
 def task_exclusive_rows(labels: torch.Tensor, task_index: int) -> torch.Tensor:
-    """`[B]` rows labelled only for task `task_index` (no other task has a label)."""
+    """`[B]` rows exclusive to task t as MTA-F defines them (Wang et al. 2021, §4.2).
+
+    A row is task-exclusive when it is positive for t and negative for every other task, or negative for t and
+    positive for every other task. "Positive" is any class but 0 (class 1 of a binary task). With missing
+    labels (-100) only the tasks the row is labelled for are compared — our choice, the paper's data are fully
+    labelled: a row labelled for t alone has no other task to contradict it and counts as exclusive.
+    """
     labelled = labels != IGNORE_INDEX
-    return labelled[:, task_index] & (labelled.sum(dim=1) == 1)
+    positive = labelled & (labels > 0)
+    negative = labelled & (labels == 0)
+    others = torch.ones(labels.shape[1], dtype=torch.bool, device=labels.device)
+    others[task_index] = False
+    # Every other labelled task has the opposite sign: no other task is positive (resp. negative).
+    others_negative = ~(positive[:, others].any(dim=1))
+    others_positive = ~(negative[:, others].any(dim=1))
+    return (positive[:, task_index] & others_negative) | (negative[:, task_index] & others_positive)
 
 
 @register_strategy("mtaf")
 class MTAFStrategy(WeightedStrategy):
     """MTA-F: `weighted` with fairness on the negatives (the FPR side) and MTA-F's routing.
 
-    The fairness of task-exclusive rows reaches only task t's head; the fairness of the other rows only the
-    shared layers. One fairness loss over the whole batch, on logits whose rows come from the head-only route
+    The fairness of task-exclusive rows (see [`task_exclusive_rows`]: positive for t and negative for every
+    other task, or the reverse) reaches only task t's head; the fairness of the other rows only the shared
+    layers. One fairness loss over the whole batch, on logits whose rows come from the head-only route
     or the shared-only route, so the group statistics are those of the full batch and a stateful loss
     (eps_deo) updates its estimates once per batch.
     """
