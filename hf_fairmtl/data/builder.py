@@ -17,9 +17,8 @@ How a label or attribute value becomes an id:
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,18 +29,15 @@ import pyarrow as pa
 from datasets.table import InMemoryTable
 
 from ..configuration_fairmtl import FairMTLConfig
+from ..utils import suggest_names
 
 IGNORE_INDEX = -100
 UNKNOWN_GROUP = -1
 MIXING_STRATEGIES = ("concatenate", "proportional", "temperature", "round_robin")
 
 
-def _suggest(name: str, candidates: Iterable[str]) -> str:
-    """`"; did you mean 'x'?"` when difflib finds close names, so typos are fixed in one go."""
-    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
-    if not close:
-        return ""
-    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+# Kept for the loaders that still import it; new code uses `hf_fairmtl.utils.suggest_names`.
+_suggest = suggest_names
 
 
 @dataclass
@@ -106,7 +102,7 @@ class TaskSource:
             if column not in columns:
                 raise ValueError(
                     f"TaskSource {self.name!r}: column {column!r} for {role} is not in the dataset"
-                    f"{_suggest(column, columns)} (columns: {columns})"
+                    f"{suggest_names(column, columns)} (columns: {columns})"
                 )
 
 
@@ -289,7 +285,7 @@ def _encode_column(
         unseen = sorted({v for v in values if not _is_missing(v) and v not in index})
         if unseen:
             raise ValueError(
-                f"{where} has categories {unseen[:5]} not in {vocab_field} {vocab}{_suggest(unseen[0], vocab)}; "
+                f"{where} has categories {unseen[:5]} not in {vocab_field} {vocab}{suggest_names(unseen[0], vocab)}; "
                 f"unseen categories are not mapped silently: refit the vocabulary on all training sources, "
                 f"or map/drop these rows"
             )
@@ -350,14 +346,15 @@ def _source_table(source: TaskSource, source_name: str, config: FairMTLConfig) -
     if unknown_tasks:
         task = unknown_tasks[0]
         raise ValueError(
-            f"Source {source_name!r}: task {task!r} is not in config.tasks {config.tasks}{_suggest(task, config.tasks)}"
+            f"Source {source_name!r}: task {task!r} is not in config.tasks {config.tasks}"
+            f"{suggest_names(task, config.tasks)}"
         )
     unknown_attrs = [attr for attr in source.attributes if attr not in config.protected_attributes]
     if unknown_attrs:
         attr = unknown_attrs[0]
         raise ValueError(
             f"Source {source_name!r}: attribute {attr!r} is not in config.protected_attributes "
-            f"{config.protected_attributes}{_suggest(attr, config.protected_attributes)}"
+            f"{config.protected_attributes}{suggest_names(attr, config.protected_attributes)}"
         )
     num_rows = len(source.dataset)
     labels = np.full((num_rows, len(config.tasks)), IGNORE_INDEX, dtype=np.int64)
@@ -524,7 +521,9 @@ def build_multitask_dataset(
             a missing (None) text, a `max_length` that cannot truncate, wrong feature width.
     """
     if mixing not in MIXING_STRATEGIES:
-        raise ValueError(f"mixing={mixing!r} is not one of {MIXING_STRATEGIES}{_suggest(mixing, MIXING_STRATEGIES)}")
+        raise ValueError(
+            f"mixing={mixing!r} is not one of {MIXING_STRATEGIES}{suggest_names(mixing, MIXING_STRATEGIES)}"
+        )
     if mixing == "temperature" and not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if num_samples is not None and num_samples <= 0:

