@@ -103,11 +103,26 @@ class GroupThresholds:
         return probability
 
     def predict(
-        self, scores: Any, groups: Any, group_names: Sequence[str] | None = None, seed: int | None = 0
+        self,
+        scores: Any,
+        groups: Any,
+        group_names: Sequence[str] | None = None,
+        seed: int | None = 0,
+        draws: Any = None,
     ) -> np.ndarray:
-        """Randomised predictions (`[N]`, 0/1); rows of unknown groups get `score > 0` (the argmax)."""
+        """Randomised predictions (`[N]`, 0/1): positive where a uniform draw is below `P(ŷ = 1)`; rows of unknown
+        groups get `score > 0` (the argmax).
+
+        Args:
+            scores: `[N]` positive-class margins.
+            groups: `[N]` group ids.
+            group_names: Names of the group ids when the rules are keyed by name.
+            seed: Seeds NumPy's generator for the draws.
+            draws: `[N]` uniform draws in [0, 1) to use instead (e.g. the ones another randomised predictor used,
+                to compare two rules without sampling noise).
+        """
         probability = self.positive_probability(scores, groups, group_names)
-        draws = np.random.default_rng(seed).random(len(probability))
+        draws = np.random.default_rng(seed).random(len(probability)) if draws is None else np.asarray(draws)
         argmax = (np.asarray(scores, dtype=np.float64) > 0).astype(np.int64)
         return np.where(np.isnan(probability), argmax, (draws < probability).astype(np.int64))
 

@@ -1,5 +1,8 @@
 """Group thresholds: equal to fairlearn's ThresholdOptimizer on fixed scores, stored in the config, applied after
-a save/reload (also with trust_remote_code), argmax for unknown groups, clear errors."""
+a save/reload (also with trust_remote_code), argmax for unknown groups, clear errors; the fairlearn anchors.
+
+fairlearn is in the `dev` extra (and the `anchors` extra), so these tests run in CI.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +13,9 @@ from datasets import Dataset
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 from hf_fairmtl import FairMTLConfig, FairMTLModel
+from hf_fairmtl.experiments.anchors import fairlearn_anchors, threshold_optimizer_on_scores
 from hf_fairmtl.metrics import fairness_metrics
 from hf_fairmtl.postprocessing import fit_group_thresholds, fit_postprocessing
-
-fairlearn_postprocessing = pytest.importorskip("fairlearn.postprocessing")
-sklearn_base = pytest.importorskip("sklearn.base")
-
-
-class FixedScores(sklearn_base.ClassifierMixin, sklearn_base.BaseEstimator):
-    """A prefit "estimator" whose prediction is its input column: fairlearn then thresholds our exact scores."""
-
-    def fit(self, X=None, y=None):
-        self.classes_ = np.array([0, 1])
-        return self
-
-    def predict(self, X):
-        return np.asarray(X)[:, 0]
 
 
 def synthetic_scores(num_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -38,21 +28,24 @@ def synthetic_scores(num_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray, 
 
 
 @pytest.mark.parametrize("constraint", ["equalized_odds", "demographic_parity"])
-def test_equal_to_fairlearn_threshold_optimizer(constraint):
+@pytest.mark.parametrize("objective", ["accuracy", "balanced_accuracy"])
+def test_equal_to_fairlearn_threshold_optimizer(constraint, objective):
     scores, labels, groups = synthetic_scores(4000, seed=0)
     test_scores, test_labels, test_groups = synthetic_scores(6000, seed=1)
-    ours = fit_group_thresholds(scores, labels, groups, constraint=constraint)
-    reference = fairlearn_postprocessing.ThresholdOptimizer(
-        estimator=FixedScores().fit(), constraints=constraint, prefit=True, predict_method="predict"
-    ).fit(scores[:, None], labels, sensitive_features=groups)
-
+    ours = fit_group_thresholds(scores, labels, groups, constraint=constraint, objective=objective)
+    fairlearn_pred = threshold_optimizer_on_scores(
+        (scores, labels, groups), test_scores, test_groups, constraint, objective, seed=0
+    )
+    # Independent random draws: the figures agree within the sampling noise of the randomised rules.
     ours_pred = ours.predict(test_scores, test_groups, seed=0)
-    fairlearn_pred = reference.predict(test_scores[:, None], sensitive_features=test_groups, random_state=0)
     ours_metrics = fairness_metrics(test_labels, ours_pred, test_groups)
     fairlearn_metrics = fairness_metrics(test_labels, fairlearn_pred, test_groups)
     assert abs(ours_metrics["accuracy"] - fairlearn_metrics["accuracy"]) <= 0.01
     assert abs(ours_metrics["eo_violation"] - fairlearn_metrics["eo_violation"]) <= 0.02
     assert abs(ours_metrics["dp_gap"] - fairlearn_metrics["dp_gap"]) <= 0.02
+    # fairlearn's own draws (RandomState(seed).rand(N)): the two rules give the very same predictions.
+    same_draws = ours.predict(test_scores, test_groups, draws=np.random.RandomState(0).rand(len(test_scores)))
+    assert np.array_equal(same_draws, fairlearn_pred)
     # The post-processing does what it is for, against the argmax (score > 0) of the same scores.
     argmax_metrics = fairness_metrics(test_labels, (test_scores > 0).astype(int), test_groups)
     gap = "eo_violation" if constraint == "equalized_odds" else "dp_gap"
@@ -196,3 +189,24 @@ def test_config_refuses_bad_postprocessing_entries():
         _config(postprocessing={"income": {"sex": entry, "race": entry}})
     with pytest.raises(ValueError, match="unknown group 'female'"):
         _config(postprocessing={"income": {"race": entry}})
+
+
+def test_fairlearn_anchors_on_tabular_rows():
+    """LogReg, ThresholdOptimizer over it (thresholds on validation) and ExponentiatedGradient, per binary task."""
+    config = _config()
+    train, validation, test = _rows(2000, seed=0), _rows(1000, seed=1), _rows(2000, seed=2)
+    results = fairlearn_anchors(train, validation, test, config, "sex", seed=0, eg_max_iter=20)
+    assert set(results) == {
+        "logistic_regression",
+        "threshold_optimizer",
+        "threshold_optimizer_balanced_accuracy",
+        "exponentiated_gradient",
+    }
+    for figures in results.values():
+        assert set(figures) == {"income"}  # "kind" has 3 classes: not an anchor task
+        assert {"accuracy", "balanced_accuracy", "eo_violation", "collapsed", "fit_seconds"} <= set(figures["income"])
+    plain = results["logistic_regression"]["income"]["eo_violation"]
+    assert results["threshold_optimizer"]["income"]["eo_violation"] < 0.6 * plain
+    assert results["exponentiated_gradient"]["income"]["eo_violation"] < 0.6 * plain
+    with pytest.raises(ValueError, match="binary tasks"):
+        fairlearn_anchors(train, validation, test, config, "sex", tasks=["kind"])
