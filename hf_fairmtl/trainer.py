@@ -23,14 +23,15 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import OPTIMIZER_NAME, OPTIMIZER_NAME_BIN
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .cards import DEFAULT_TAGS
 from .configuration_fairmtl import FairMTLConfig
 from .groups import attribute_group_ids
-from .cards import DEFAULT_TAGS
 from .losses import FAIRNESS_LOSSES, build_fairness_loss
 from .losses.distributed import all_reduce_sum
+from .losses.task_losses import TASK_LOSSES, build_task_losses, class_counts, resolve_task_loss_names
 from .metrics import make_compute_metrics
 from .metrics.keys import loss_key, task_key
-from .modeling_fairmtl import IGNORE_INDEX, FairMTLModelOutput, masked_cross_entropy
+from .modeling_fairmtl import IGNORE_INDEX, FairMTLModelOutput
 from .strategies import FAIRNESS_GRAD_TARGETS, STRATEGIES, BatchView, Strategy, TaskTerms
 from .teacher.settings import TeacherSettings
 from .utils import suggest_names, unwrap_model
@@ -39,7 +40,7 @@ from .weighting import WEIGHTINGS, TaskWeighting, WeightingInputs
 STATE_FILE = "fairmtl_state.pt"
 STATE_VERSION = 2
 DEFAULT_FAIRNESS_WEIGHTS = {"eps_deo": 10.0}
-JSON_FIELDS = ("fairness_loss_kwargs", "fairness_weight", "fairness_attributes", "weighting_kwargs")
+JSON_FIELDS = ("fairness_loss_kwargs", "fairness_weight", "fairness_attributes", "weighting_kwargs", "fairness_target")
 
 
 @dataclass
@@ -91,6 +92,15 @@ class FairMTLTrainingArguments(TrainingArguments):
             "choices": list(FAIRNESS_GRAD_TARGETS),
         },
     )
+    task_loss: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Accuracy loss of every task (a name in hf_fairmtl.losses.task_losses.TASK_LOSSES: cross_entropy, "
+            "balanced) or a JSON dict task -> name (absent tasks: cross_entropy). `balanced` weighs classes by their "
+            "inverse training frequency, so predicting the majority class stops being a minimum. Default: "
+            "cross_entropy."
+        },
+    )
     weighting: str = field(
         default="equal",
         metadata={"help": "Task weighting: a name registered in hf_fairmtl.weighting (equal, gradnorm, ...)."},
@@ -102,6 +112,82 @@ class FairMTLTrainingArguments(TrainingArguments):
     gradnorm: bool = field(default=False, metadata={"help": "Alias of `weighting='gradnorm'`."})
     gradnorm_alpha: float = field(default=1.5, metadata={"help": "GradNorm asymmetry α."})
     gradnorm_lr: float = field(default=0.025, metadata={"help": "Learning rate of the GradNorm weights."})
+    # --- constrained strategy (hf_fairmtl/strategies/constrained.py) ---------------------------------------------
+    fairness_target: dict | str | float | None = field(
+        default=None,
+        metadata={
+            "help": "Upper bound of the measured fairness gap for `strategy='constrained'`, in `fairness_metric` "
+            "units: one float for every task with fairness attributes, or a JSON dict task -> bound or "
+            "task -> {attr: bound} (absent tasks are unconstrained). Default: 0.1."
+        },
+    )
+    fairness_metric: str = field(
+        default="eo_violation",
+        metadata={
+            "help": "Gap the `constrained` targets bound, measured on hard predictions as "
+            "hf_fairmtl.metrics.fairness_metrics defines it.",
+            "choices": ["eo_violation", "tpr_gap", "dp_gap", "eps_deo"],
+        },
+    )
+    multiplier_lr: float = field(
+        default=1.0,
+        metadata={
+            "help": "Dual-ascent step of the `constrained` Lagrange multipliers: λ ← max(0, λ + lr·(gap − target))."
+        },
+    )
+    constraint_window: int = field(
+        default=20,
+        metadata={"help": "Optimizer steps whose per-group confusion counts give the measured gap of `constrained`."},
+    )
+    multiplier_max: float = field(
+        default=100.0,
+        metadata={"help": "Upper bound of each `constrained` multiplier (TFCO's maximum multiplier radius)."},
+    )
+    # --- end constrained strategy ----------------------------------------------------------------------------------
+    # ---- debiasing strategies (`adversarial`, `balanced`): hf_fairmtl/strategies/{adversarial,balanced}.py ----
+    adversary_weight: float = field(
+        default=1.0,
+        metadata={"help": "`adversarial`: gradient-reversal strength λ_adv the encoder receives from the adversary."},
+    )
+    adversary_lr: float = field(
+        default=1e-3, metadata={"help": "`adversarial`: learning rate of the adversary's own Adam optimizer."}
+    )
+    adversary_hidden_size: int = field(
+        default=64, metadata={"help": "`adversarial`: hidden width of each group classifier (0 = linear)."}
+    )
+    adversary_eo: bool = field(
+        default=False,
+        metadata={
+            "help": "`adversarial`: equalized-odds adversary (Zhang et al. 2018) that also sees the labels of the "
+            "tasks made fair for its attribute, so it removes group information beyond what the label explains."
+        },
+    )
+    adversary_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "`adversarial`: 'constant' λ_adv, or 'ganin' (λ_adv · (2 / (1 + exp(-10 p)) - 1), p = training "
+            "progress; Ganin & Lempitsky 2015).",
+            "choices": ["constant", "ganin"],
+        },
+    )
+    balanced_condition: str = field(
+        default="both",
+        metadata={
+            "help": "`balanced`: 'both' (equalized odds: groups weigh the same within each label), 'positive' "
+            "(equal opportunity: only the positive class is rebalanced), or 'joint' (every group × label cell "
+            "weighs the same).",
+            "choices": ["both", "positive", "joint"],
+        },
+    )
+    balanced_counts: str = field(
+        default="dataset",
+        metadata={
+            "help": "`balanced`: group × label counts from the training set ('dataset') or running counts of the "
+            "batches seen so far ('running', for streamed data).",
+            "choices": ["dataset", "running"],
+        },
+    )
+    # ---- end of debiasing-strategy fields ----
     # Defaults of the teacher_* fields: hf_fairmtl.teacher.TeacherSettings (the one place they are written).
     teacher_interval: int = field(
         default=TeacherSettings.interval, metadata={"help": "Teacher step every N optimizer steps."}
@@ -156,6 +242,8 @@ class FairMTLTrainingArguments(TrainingArguments):
         self._resolve_weighting()
         if self.fairness_loss is None:
             self.fairness_loss = strategy.default_fairness_loss
+        if self.fairness_weight is None and strategy.default_fairness_weight is not None:
+            self.fairness_weight = strategy.default_fairness_weight
         if self.fairness_weight is None:
             self.fairness_weight = DEFAULT_FAIRNESS_WEIGHTS.get(self.fairness_loss, 1.0)
         if self.fairness_grad_to is None:
@@ -174,6 +262,9 @@ class FairMTLTrainingArguments(TrainingArguments):
                 f"registered losses: {sorted(FAIRNESS_LOSSES)}"
             )
         validate_fairness_weight(self.fairness_weight)
+        for name in [self.task_loss] if isinstance(self.task_loss, str) else dict(self.task_loss or {}).values():
+            TASK_LOSSES.get_class(name)
+        validate_constraint_settings(self)  # constrained strategy
         self._validate_numbers()
         if self.label_names is None:
             # Both label columns reach compute_metrics (group metrics need the groups).
@@ -198,7 +289,18 @@ class FairMTLTrainingArguments(TrainingArguments):
             "teacher_interval": (self.teacher_interval, 1, math.inf, "an integer >= 1"),
             "teacher_heldout_size": (self.teacher_heldout_size, 1, math.inf, "an integer >= 1"),
             "teacher_lookahead_lr": (self.teacher_lookahead_lr, 1e-12, math.inf, "a finite number > 0"),
+            "adversary_weight": (self.adversary_weight, 0.0, math.inf, "a finite number >= 0"),
+            "adversary_lr": (self.adversary_lr, 1e-12, math.inf, "a finite number > 0"),
+            "adversary_hidden_size": (self.adversary_hidden_size, 0, math.inf, "an integer >= 0"),
         }
+        choices = {
+            "adversary_schedule": ("constant", "ganin"),
+            "balanced_condition": ("both", "positive", "joint"),
+            "balanced_counts": ("dataset", "running"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}")
         for name, (value, low, high, text) in checks.items():
             if not isinstance(value, int | float) or not math.isfinite(value) or not low <= value <= high:
                 raise ValueError(f"`{name}` must be {text}, got {value!r}")
@@ -211,6 +313,33 @@ def validate_fairness_weight(value: Any) -> None:
         where = f" for task {task!r}" if task else ""
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
             raise ValueError(f"`fairness_weight`{where} must be a finite number >= 0, got {weight!r}")
+
+
+def validate_constraint_settings(args: Any) -> None:
+    """The `constrained` settings: finite targets >= 0 (float or dict task -> float / {attr: float}), known metric."""
+    metrics = ("eo_violation", "tpr_gap", "dp_gap", "eps_deo")
+    if args.fairness_metric not in metrics:
+        raise ValueError(f"`fairness_metric` must be one of {list(metrics)}, got {args.fairness_metric!r}")
+    target = args.fairness_target
+    entries = [("", target)] if not isinstance(target, dict) else list(target.items())
+    for task, value in entries:
+        values = value.items() if isinstance(value, dict) else [("", value)]
+        for attr, bound in values:
+            if bound is None and not task:
+                continue
+            where = "".join(f"[{name!r}]" for name in (task, attr) if name)
+            if isinstance(bound, bool) or not isinstance(bound, int | float) or not math.isfinite(bound) or bound < 0:
+                raise ValueError(f"`fairness_target`{where} must be a finite number >= 0, got {bound!r}")
+    checks = {
+        "multiplier_lr": (args.multiplier_lr, 1e-12, "a finite number > 0"),
+        "multiplier_max": (args.multiplier_max, 1e-12, "a finite number > 0"),
+        "constraint_window": (args.constraint_window, 1, "an integer >= 1"),
+    }
+    for name, (value, low, text) in checks.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < low:
+            raise ValueError(f"`{name}` must be {text}, got {value!r}")
+    if int(args.constraint_window) != args.constraint_window:
+        raise ValueError(f"`constraint_window` must be an integer >= 1, got {args.constraint_window!r}")
 
 
 class _WeightingStep(TrainerCallback):
@@ -286,6 +415,7 @@ class FairMTLTrainer(Trainer):
         self.fairness_weights = _resolve_fairness_weights(config, args.fairness_weight)
         self.strategy: Strategy = STRATEGIES.get_class(args.strategy)(args, config, self.fairness_attributes)
         self.fairness_losses = self._build_fairness_losses().to(args.device)
+        self.task_losses = self._build_task_losses(train_dataset).to(args.device)
         self.weighting: TaskWeighting = (
             WEIGHTINGS.get_class(args.weighting).from_training_args(config.num_tasks, args).to(args.device)
         )
@@ -321,6 +451,17 @@ class FairMTLTrainer(Trainer):
                 if attrs
             }
         )
+
+    def _build_task_losses(self, train_dataset) -> nn.ModuleDict:
+        """The accuracy loss per task; class-count losses (`balanced`) count the training labels once."""
+        config = self.fairmtl_config
+        names = resolve_task_loss_names(self.args.task_loss, config)
+        counts = None
+        if any(TASK_LOSSES.get_class(name).needs_class_counts for name in names.values()):
+            if train_dataset is None:
+                raise ValueError("task_loss='balanced' needs the training labels: pass `train_dataset` to the trainer")
+            counts = class_counts(train_dataset, config)
+        return build_task_losses(config, names, counts)
 
     # ------------------------------------------------------------------ losses
 
@@ -375,7 +516,7 @@ class FairMTLTrainer(Trainer):
         was_training = self.fairness_losses.training
         self.fairness_losses.eval()
         try:
-            accuracy_loss, _ = masked_cross_entropy(logits, labels)
+            accuracy_loss, _ = self.task_losses[self.fairmtl_config.tasks[task_index]](logits, labels)
             return accuracy_loss, self._fairness_loss(task_index, logits, labels, group_labels)
         finally:
             self.fairness_losses.train(was_training)
@@ -392,13 +533,16 @@ class FairMTLTrainer(Trainer):
             routed_logits=lambda t, route: self._routed_logits(t, shared, logits[t], route),
             fairness_loss=lambda t, task_logits: self._fairness_loss(t, task_logits, labels[:, t], group_labels),
             group_ids=lambda attr: self._group_ids(group_labels, attr, labels.shape[0], labels.device),
+            attribute_fairness_loss=lambda t, attr, task_logits: self.fairness_losses[self.fairmtl_config.tasks[t]][
+                _module_key(attr)
+            ](task_logits, labels[:, t], self._group_ids(group_labels, attr, labels.shape[0], labels.device)),
         )
 
     def _task_terms(self, t: int, batch: BatchView, window: tuple[torch.Tensor | None, int, int]) -> TaskTerms:
         """CE_t (plain and window-normalised) and F_t of task `t` on the micro-batch."""
         num_items, world_size, micro_batches = window
         task = self.fairmtl_config.tasks[t]
-        accuracy, count = masked_cross_entropy(batch.logits[t], batch.labels[:, t])
+        accuracy, count = self.task_losses[task](batch.logits[t], batch.labels[:, t])
         exact = accuracy if num_items is None else accuracy * count * world_size / num_items[t].clamp(min=1)
         fairness = None
         if self.strategy.uses_fairness and task in self.fairness_losses:

@@ -374,3 +374,21 @@ def test_mtaf_exclusive_rows_follow_the_paper_on_fully_labelled_data() -> None:
     }
     for task, rows in expected.items():
         assert task_exclusive_rows(labels, task).tolist() == rows, task
+
+
+def test_balanced_task_loss_keeps_an_imbalanced_task_from_collapsing(tmp_path) -> None:
+    """90/10 labels and a weak signal: cross-entropy predicts the majority class, `balanced` does not."""
+    rows = biased_rows(640, seed=13, bias=0.0)
+    generator = np.random.default_rng(0)
+    for row in rows:  # the target is positive on 10 % of rows, barely tied to the features
+        row["labels"][0] = int(generator.random() < 0.1 + 0.1 * (row["features"][0] > 1.0))
+    train, heldout = Dataset.from_list(rows[:512]), Dataset.from_list(rows[512:])
+
+    def positive_share(**overrides) -> float:
+        trainer = train_tabular(tmp_path, train, heldout, num_train_epochs=3, **overrides)
+        return trainer.evaluate()["eval_target_majority_prediction_share"]
+
+    assert positive_share() >= 0.95  # collapsed onto the majority class
+    assert positive_share(task_loss={"target": "balanced"}) < 0.95
+    with pytest.raises(ValueError, match="task loss"):
+        make_args(tmp_path, task_loss="balnced")
