@@ -2,7 +2,7 @@
 
 ```python
 from transformers import pipeline
-import hf_fairmtl  # registers the task
+import hf_fairmtl.pipelines  # registers the task (a checkpoint's own copy does so under trust_remote_code)
 
 pipe = pipeline("fair-multitask-classification", model="path/to/checkpoint")  # or a model object + tokenizer=
 pipe("She is a nurse.")
