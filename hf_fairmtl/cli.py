@@ -8,10 +8,10 @@ hf-fairmtl report RUN_DIR [--output PATH]
 
 `train` and `evaluate` take every `TrainingArguments` / `FairMTLTrainingArguments` flag (`--strategy`,
 `--fairness_loss`, `--fairness_weight`, `--gradnorm`, `--teacher_interval`, `--max_steps`, ...) plus the data,
-model and experiment flags of `hf_fairmtl.main_job` (`--dataset`, `--train_files`, `--methods`, `--seeds`,
+model and experiment flags of `hf_fairmtl.experiments` (`--dataset`, `--train_files`, `--methods`, `--seeds`,
 `--max_rows`, ...). A YAML/JSON config file holds the same names as flat keys; flags on the command line
 override it. With no dataset given, `train` runs the default fairness-transfer experiment (see
-`hf_fairmtl.main_job`). Under `accelerate launch` every process trains; only the main process prints tables
+`hf_fairmtl.experiments`). Under `accelerate launch` every process trains; only the main process prints tables
 and writes files:
 
 ```
@@ -38,19 +38,22 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from .data.builder import _suggest
-from .main_job import (
+from .experiments import (
     DEFAULT_DATASET,
     DEFAULT_METHODS,
     DataArguments,
     ExperimentArguments,
     ModelArguments,
     evaluate_checkpoint,
+    format_table,
+    load_run,
     resolve_training_kwargs,
     run_experiment,
+    summary_rows,
+    write_report,
 )
-from .report import format_table, load_run, summary_rows, write_report
 from .trainer import FairMTLTrainingArguments
+from .utils import suggest_names
 
 COMMANDS = ("train", "evaluate", "report", "predict")
 USAGE = """usage: hf-fairmtl {train,evaluate,report,predict} ...
@@ -160,7 +163,7 @@ def load_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, An
     for key, value in list(values.items()):
         key = str(key).lstrip("-")
         if key not in actions or key == "help":
-            raise ValueError(f"Unknown setting {key!r} in config file {path!r}{_suggest(key, actions)}")
+            raise ValueError(f"Unknown setting {key!r} in config file {path!r}{suggest_names(key, actions)}")
         if actions[key].nargs in ("+", "*") and not isinstance(value, list):
             value = [value]  # `seeds: 0` means one seed
         values[key] = value
@@ -289,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command not in handlers:
             raise CLIError(
-                f"unknown command {command!r}{_suggest(command, COMMANDS)}; choose one of {', '.join(COMMANDS)}"
+                f"unknown command {command!r}{suggest_names(command, COMMANDS)}; choose one of {', '.join(COMMANDS)}"
             )
         return handlers[command](rest)
     except (CLIError, ValueError, KeyError, OSError, ImportError) as error:
