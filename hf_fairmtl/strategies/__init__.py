@@ -1,7 +1,8 @@
 """Strategies: how per-task accuracy and fairness losses combine into the training objective.
 
 Registered: `vanilla`, `weighted` (fixed λ; the fairness-transfer objective), `mtaf` (MTA-F), `greedy`
-(G-FMT), `teacher` (L2T-FMT). Add one with `@register_strategy("name")` on a [`Strategy`] subclass; it is then
+(G-FMT), `teacher` (L2T-FMT), `constrained` (fairness targets, multipliers by dual ascent). Add one with
+`@register_strategy("name")` on a [`Strategy`] subclass; it is then
 a valid `FairMTLTrainingArguments.strategy` (see docs/extending.md).
 """
 
@@ -14,6 +15,7 @@ from .base import (
     TaskTerms,
     register_strategy,
 )
+from .constrained import ConstrainedStrategy
 from .greedy import GreedyStrategy
 from .mtaf import MTAFStrategy
 from .teacher import ACCURACY_ACTION, FAIRNESS_ACTION, TeacherStrategy
@@ -26,6 +28,7 @@ __all__ = [
     "FAIRNESS_GRAD_TARGETS",
     "STRATEGIES",
     "BatchView",
+    "ConstrainedStrategy",
     "GreedyStrategy",
     "MTAFStrategy",
     "Strategy",

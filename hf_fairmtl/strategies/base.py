@@ -77,6 +77,8 @@ class BatchView:
             names ("shared", "heads" or "all").
         fairness_loss: `(task_index, logits) -> F_t` with the task's registered fairness losses.
         group_ids: `(attr) -> [B]` group ids of one (possibly intersectional) attribute, -1 = unknown.
+        attribute_fairness_loss: `(task_index, attr, logits) -> F_{t,a}`, the task's registered fairness loss of one
+            attribute (stateful losses update their estimates in training mode, as for `fairness_loss`).
     """
 
     config: FairMTLConfig
@@ -88,6 +90,7 @@ class BatchView:
     routed_logits: Callable[[int, str], torch.Tensor]
     fairness_loss: Callable[[int, torch.Tensor], torch.Tensor]
     group_ids: Callable[[str], torch.Tensor]
+    attribute_fairness_loss: Callable[[int, str, torch.Tensor], torch.Tensor]
 
 
 class Strategy:
