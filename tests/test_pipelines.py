@@ -183,6 +183,10 @@ def test_saved_folder_loads_in_package_without_trust_remote_code(text_model, tin
     assert isinstance(pipe.model, FairMTLModel) and isinstance(pipe, FairMTLClassificationPipeline)
     encoded = tiny_tokenizer(TEXTS, padding=True, return_tensors="pt", return_token_type_ids=False)
     assert_same(pipe(TEXTS), expected(text_model, **encoded))
+    pipe.save_pretrained(tmp_path / "from_pipeline")  # the pipeline's own save ships the same files
+    assert shipped <= set(os.listdir(tmp_path / "from_pipeline"))
+    again = pipeline(PIPELINE_TASK, model=str(tmp_path / "from_pipeline"), device="cpu")
+    assert_same(again(TEXTS), expected(text_model, **encoded))
 
 
 REMOTE_SCRIPT = textwrap.dedent(
