@@ -68,6 +68,9 @@ TRANSFER_TASK = "income"
 # Method -> FairMTLTrainingArguments overrides; "{fairness}" is filled with every task's attribute list.
 METHODS: dict[str, dict[str, Any]] = {
     "Vanilla MTL + GradNorm": {"strategy": "vanilla", "gradnorm": True},
+    "Vanilla MTL + Uncertainty": {"strategy": "vanilla", "weighting": "uncertainty"},
+    "Vanilla MTL + DWA": {"strategy": "vanilla", "weighting": "dwa"},
+    "Vanilla MTL + PCGrad": {"strategy": "vanilla", "weighting": "pcgrad"},
     "MTA-F": {"strategy": "mtaf"},
     "G-FMT": {"strategy": "greedy", "gradnorm": True},
     "L2T-FMT": {"strategy": "teacher", "gradnorm": True},
