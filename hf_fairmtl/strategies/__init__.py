@@ -1,11 +1,14 @@
 """Strategies: how per-task accuracy and fairness losses combine into the training objective.
 
 Registered: `vanilla`, `weighted` (fixed λ; the fairness-transfer objective), `mtaf` (MTA-F), `greedy`
-(G-FMT), `teacher` (L2T-FMT), `constrained` (fairness targets, multipliers by dual ascent). Add one with
+(G-FMT), `teacher` (L2T-FMT), `adversarial` (gradient-reversal group adversaries), `balanced`
+(group × label reweighting), `constrained` (fairness targets, multipliers by dual ascent). Add one with
 `@register_strategy("name")` on a [`Strategy`] subclass; it is then
 a valid `FairMTLTrainingArguments.strategy` (see docs/extending.md).
 """
 
+from .adversarial import AdversarialStrategy
+from .balanced import BalancedStrategy
 from .base import (
     FAIRNESS_GRAD_TARGETS,
     STRATEGIES,
@@ -24,6 +27,8 @@ from .weighted import WeightedStrategy
 
 __all__ = [
     "ACCURACY_ACTION",
+    "AdversarialStrategy",
+    "BalancedStrategy",
     "FAIRNESS_ACTION",
     "FAIRNESS_GRAD_TARGETS",
     "STRATEGIES",

@@ -109,6 +109,9 @@ class Strategy:
         default_fairness_loss: Fairness loss used when `fairness_loss` is unset.
         default_fairness_grad_to: Default gradient route of the fairness term (see `FAIRNESS_GRAD_TARGETS`).
         conditions: Side of equalized odds its fairness losses use: "both", "positive" or "negative".
+        default_fairness_weight: λ used when `fairness_weight` is unset; `None` = the fairness loss's default
+            (10 for eps_deo, 1 otherwise). 0 makes F_t a logged monitor that trains nothing (`adversarial`,
+            `balanced`: their own term debiases; a user composes a fairness loss by setting λ).
         uses_fairness: Whether the trainer computes fairness losses for it (`False` for `vanilla`).
     """
 
@@ -119,6 +122,7 @@ class Strategy:
     default_fairness_loss: ClassVar[str] = "robust_eo"
     default_fairness_grad_to: ClassVar[str] = "shared"
     conditions: ClassVar[str] = "both"
+    default_fairness_weight: ClassVar[float | None] = None
     uses_fairness: ClassVar[bool] = True
 
     def __init__(self, args: Any, config: FairMTLConfig, fairness_attributes: dict[str, list[str]]) -> None:
