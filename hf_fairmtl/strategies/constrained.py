@@ -173,6 +173,7 @@ class ConstrainedStrategy(Strategy):
     )
     citation = COTTER_2019_CITATION
     default_fairness_loss = "eps_deo"
+    uses_fairness_target = True  # swept over `fairness_target` (hf_fairmtl.experiments.sweeps)
 
     def __init__(self, args: Any, config: FairMTLConfig, fairness_attributes: dict[str, list[str]]) -> None:
         super().__init__(args, config, fairness_attributes)

@@ -1,0 +1,276 @@
+"""Sweeps and selection: one method over several λ or fairness targets, Pareto fronts, and DTO.
+
+A sweep turns `--fairness_weight 0 1 3 10` (or `--fairness_target 0.3 0.2 0.1`) into one method per value, named
+`weighted[λ=3]` / `constrained[target=0.1]`, so one run shows the whole accuracy–fairness trade-off. Every name
+carries its setting, so it parses back ([`split_method_name`]) wherever a method name is read.
+
+Selection follows fairlib (Han et al. 2022, `fairlib/src/analysis/utils.py: DTO`): with fairness `1 − gap` and
+performance `accuracy`, the utopia point is the best of each over the candidates, both are divided by it, and the
+recommended point is the one nearest to `(1, 1)`. A collapsed task (one class on ≥ 95 % of held-out rows) is never a
+candidate: its gap says nothing about fairness. Pick on validation figures, report test figures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SWEEP_SETTINGS = {"fairness_weight": "λ", "fairness_target": "target"}
+"""Settings a sweep may vary, with the symbol a method name shows for them."""
+_SYMBOLS = {**{symbol: name for name, symbol in SWEEP_SETTINGS.items()}, "lambda": "fairness_weight"}
+_NAME = re.compile(r"^(?P<method>[^\[\]]+)\[(?P<symbol>[^=\[\]]+)=(?P<value>[^\[\]]+)\]$")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One method of a sweep: display `name`, the plain `method` and the training-argument `overrides`."""
+
+    name: str
+    method: str
+    overrides: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TradeOffPoint:
+    """One trained model on the accuracy–fairness plane (one task): lower `gap` is fairer."""
+
+    method: str
+    accuracy: float
+    gap: float
+    collapsed: bool = False
+    label: str = ""
+
+
+def format_value(value: float) -> str:
+    """`3.0` → `"3"`, `0.10` → `"0.1"`: the shortest text that reads back as the same float."""
+    return format(float(value), "g") if float(value) == float(format(float(value), "g")) else repr(float(value))
+
+
+def method_name(method: str, setting: str, value: float) -> str:
+    """`method_name("weighted", "fairness_weight", 3)` → `"weighted[λ=3]"`."""
+    if setting not in SWEEP_SETTINGS:
+        raise ValueError(f"Unknown sweep setting {setting!r}; one of {list(SWEEP_SETTINGS)}")
+    return f"{method}[{SWEEP_SETTINGS[setting]}={format_value(value)}]"
+
+
+def split_method_name(name: str) -> tuple[str, dict[str, float]]:
+    """`"weighted[λ=3]"` → `("weighted", {"fairness_weight": 3.0})`; a plain name → `(name, {})`.
+
+    Raises:
+        ValueError: On a bracket suffix with an unknown symbol or a value that is not a number.
+    """
+    if "[" not in name:
+        return name, {}
+    match = _NAME.match(name)
+    setting = _SYMBOLS.get(match.group("symbol").strip()) if match else None
+    if match is None or setting is None:
+        raise ValueError(f"Method {name!r}: a swept method reads '<method>[λ=<value>]' or '<method>[target=<value>]'")
+    try:
+        value = float(match.group("value"))
+    except ValueError:
+        raise ValueError(f"Method {name!r}: {match.group('value')!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"Method {name!r}: the {setting} must be a finite number >= 0")
+    return match.group("method"), {setting: value}
+
+
+def expand_sweeps(
+    methods: Sequence[str], sweeps: Mapping[str, Sequence[float]], sweeps_setting: Mapping[str, str | None]
+) -> list[SweepPoint]:
+    """Every method, expanded over the values of the setting it sweeps.
+
+    Args:
+        methods: Method names (plain, or already swept like `weighted[λ=3]`, which stay as they are).
+        sweeps: Setting → values, e.g. `{"fairness_weight": [0, 1, 3, 10]}`.
+        sweeps_setting: Method → the setting its strategy takes (`fairness_weight` for fixed-λ strategies,
+            `fairness_target` for `constrained`, `None` for others; see [`strategy_sweep_setting`]).
+
+    Returns:
+        The points in method order, values in the order given; methods that take none of the swept settings once.
+
+    Raises:
+        ValueError: A swept setting that no method takes (naming it and the methods), or an empty value list.
+    """
+    for setting, values in sweeps.items():
+        if setting not in SWEEP_SETTINGS:
+            raise ValueError(f"Unknown sweep setting {setting!r}; one of {list(SWEEP_SETTINGS)}")
+        if not values:
+            raise ValueError(f"--{setting} was given without values")
+        if not any(sweeps_setting.get(split_method_name(m)[0]) == setting for m in methods):
+            raise ValueError(f"--{setting} sweeps nothing: none of the methods {list(methods)} takes {setting}")
+    points = []
+    for method in methods:
+        plain, fixed = split_method_name(method)
+        setting = sweeps_setting.get(plain)
+        if fixed or setting not in sweeps:
+            points.append(SweepPoint(method, plain, fixed))
+            continue
+        points += [SweepPoint(method_name(plain, setting, v), plain, {setting: float(v)}) for v in sweeps[setting]]
+    return points
+
+
+def strategy_sweep_setting(strategy: type) -> str | None:
+    """The setting a strategy class is swept over: `fairness_target` when it declares `uses_fairness_target`,
+    `fairness_weight` when it declares `uses_fairness_weight`, else `None`."""
+    if getattr(strategy, "uses_fairness_target", False):
+        return "fairness_target"
+    if getattr(strategy, "uses_fairness_weight", False):
+        return "fairness_weight"
+    return None
+
+
+def split_sweep_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, list[float]]]:
+    """Take `--fairness_weight 0 1 3 10` / `--fairness_target ...` with two or more values out of `argv`.
+
+    A single value (or a JSON dict) stays in `argv` for `HfArgumentParser`: it sets the setting of every method.
+    `--name=value` is a single value too.
+
+    Returns:
+        `(argv without the sweeps, setting -> values)`.
+    """
+    rest: list[str] = []
+    sweeps: dict[str, list[float]] = {}
+    index = 0
+    while index < len(argv):
+        option = argv[index]
+        setting = option[2:] if option.startswith("--") else None
+        values = []
+        end = index + 1
+        while setting in SWEEP_SETTINGS and end < len(argv) and _is_number(argv[end]):
+            values.append(float(argv[end]))
+            end += 1
+        if len(values) >= 2:
+            sweeps[setting] = values
+            index = end
+        else:
+            rest.append(option)
+            index += 1
+    return rest, sweeps
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def pareto_front(points: Sequence[TradeOffPoint]) -> list[int]:
+    """Indices of the points no other point dominates (accuracy ≥ and gap ≤, one strictly), by increasing gap.
+
+    Collapsed points and points with a non-finite figure are never on the front.
+    """
+    usable = [i for i, p in enumerate(points) if not p.collapsed and math.isfinite(p.accuracy) and math.isfinite(p.gap)]
+
+    def dominated(i: int) -> bool:
+        a = points[i]
+        return any(
+            b.accuracy >= a.accuracy and b.gap <= a.gap and (b.accuracy > a.accuracy or b.gap < a.gap)
+            for b in (points[j] for j in usable)
+        )
+
+    return sorted((i for i in usable if not dominated(i)), key=lambda i: (points[i].gap, -points[i].accuracy))
+
+
+def dto(points: Sequence[TradeOffPoint], utopia: tuple[float, float] | None = None) -> list[float]:
+    """fairlib's distance to the utopia point per point (NaN for collapsed or non-finite points).
+
+    Fairness is `1 − gap`, performance is accuracy; the utopia is `(max accuracy, max fairness)` over the usable
+    points unless given; both axes are divided by it and the distance is to `(1, 1)`.
+    """
+    usable = [not p.collapsed and math.isfinite(p.accuracy) and math.isfinite(p.gap) for p in points]
+    if utopia is None:
+        if not any(usable):
+            return [math.nan] * len(points)
+        utopia = (
+            max(p.accuracy for p, ok in zip(points, usable, strict=True) if ok),
+            max(1 - p.gap for p, ok in zip(points, usable, strict=True) if ok),
+        )
+    best_accuracy, best_fairness = utopia
+    if best_accuracy <= 0 or best_fairness <= 0:
+        raise ValueError(f"The utopia point {utopia} must be positive on both axes (accuracy, 1 − gap)")
+    return [
+        math.hypot(1 - p.accuracy / best_accuracy, 1 - (1 - p.gap) / best_fairness) if ok else math.nan
+        for p, ok in zip(points, usable, strict=True)
+    ]
+
+
+def recommend(points: Sequence[TradeOffPoint], utopia: tuple[float, float] | None = None) -> int | None:
+    """Index of the point with the smallest DTO (the first on ties); `None` when every point is collapsed."""
+    distances = dto(points, utopia)
+    finite = [i for i, d in enumerate(distances) if math.isfinite(d)]
+    return min(finite, key=lambda i: distances[i]) if finite else None
+
+
+def plot_trade_off(
+    points: Sequence[TradeOffPoint],
+    path: str | os.PathLike,
+    title: str,
+    gap_label: str = "EO violation",
+    anchors: Sequence[TradeOffPoint] = (),
+) -> Path:
+    """Accuracy vs gap of one task: every point, each method's Pareto front as a line, the DTO pick circled.
+
+    Collapsed points are drawn hollow and labelled; `anchors` (e.g. fairlearn baselines) are drawn as black marks.
+    """
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
+    ax = fig.subplots()
+    methods = list(dict.fromkeys(p.method for p in points))
+    palette = matplotlib.colormaps["tab10"]
+    for m, method in enumerate(methods):
+        own = [p for p in points if p.method == method]
+        color = palette(m % 10)
+        for p in own:
+            ax.scatter(p.gap, p.accuracy, color=color, facecolors="none" if p.collapsed else color, s=28, zorder=3)
+        front = [own[i] for i in pareto_front(own)]
+        ax.plot([p.gap for p in front], [p.accuracy for p in front], color=color, label=method, lw=1.5)
+    for marker, p in zip("Xs^Dv", anchors, strict=False):
+        ax.scatter(p.gap, p.accuracy, color="black", marker=marker, s=50, zorder=4, label=p.label or p.method)
+    pick = recommend(points)
+    if pick is not None:
+        ax.scatter(points[pick].gap, points[pick].accuracy, s=160, facecolors="none", edgecolors="red", zorder=5)
+        ax.annotate("DTO pick", (points[pick].gap, points[pick].accuracy), xytext=(6, -12), textcoords="offset points")
+    ax.set_xlabel(f"{gap_label} ↓ (hollow: collapsed, never counted fair)")
+    ax.set_ylabel("accuracy ↑")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def summary_rows(points: Sequence[TradeOffPoint]) -> list[dict[str, Any]]:
+    """One row per point: method, accuracy, gap, collapsed, on its method's front, DTO, recommended."""
+    distances = dto(points)
+    pick = recommend(points)
+    fronts = {
+        method: {idx for idx in pareto_front([p for p in points if p.method == method])}
+        for method in {p.method for p in points}
+    }
+    rows = []
+    position = {method: 0 for method in fronts}
+    for index, p in enumerate(points):
+        rows.append(
+            {
+                "method": p.method,
+                "label": p.label,
+                "accuracy": p.accuracy,
+                "gap": p.gap,
+                "collapsed": p.collapsed,
+                "pareto": position[p.method] in fronts[p.method],
+                "dto": distances[index],
+                "recommended": index == pick,
+            }
+        )
+        position[p.method] += 1
+    return rows
