@@ -1,0 +1,5 @@
+"""`python -m benchmarks.cost`."""
+
+from benchmarks.cost.cli import main
+
+main()
