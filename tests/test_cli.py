@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from hf_fairmtl.cli import main, parse_arguments
-from hf_fairmtl.experiments import METRICS_FILE, method_dir
+from hf_fairmtl.experiments import METRICS_FILE, method_arguments, method_dir, parse_method
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = '{"target": "target", "auxiliary": "auxiliary"}'
@@ -96,6 +96,9 @@ def run_main_error(argv: list[str]) -> str:
         (["--fairness_loss", "nope"], "'nope'"),  # unknown fairness loss
         (["--bogus_flag", "1"], "--bogus_flag"),
         (["--fairness_weight", "{not json"], "fairness_weight"),
+        (["--max_length", "1"], "--max_length"),  # used to disable truncation silently
+        (["--max_length", "-1"], "--max_length"),  # used to raise an OverflowError with a traceback
+        (["--methods", "vanilla+gradnrm"], "'gradnrm'"),  # unknown weighting of a method
     ],
 )
 def test_bad_train_input_exits_with_one_line_naming_it(extra, culprit, tables, tmp_path) -> None:
@@ -128,6 +131,28 @@ def test_bad_train_input_exits_with_one_line_naming_it(extra, culprit, tables, t
 def test_bad_command_input_exits_with_one_line(argv, culprit) -> None:
     message = run_main_error(argv)
     assert message.startswith("hf-fairmtl: error: ") and "\n" not in message and culprit in message, message
+
+
+def test_train_fits_group_vocabularies_on_training_files_only(tables, tmp_path) -> None:
+    """A group that only the held-out file has is refused (as the API refuses it), naming attribute and value."""
+    test = pd.read_csv(tables["test"])
+    test.loc[:4, "gender"] = "nonbinary"
+    test_file = tmp_path / "test_new_group.csv"
+    test.to_csv(test_file, index=False)
+    flags = file_flags({**tables, "test": test_file})
+    message = run_main_error(["train", *flags, "--max_steps", "1", "--output_dir", str(tmp_path / "run")])
+    assert "'gender'" in message and "'nonbinary'" in message and "training" in message and "\n" not in message
+
+
+def test_methods_are_strategy_plus_registered_weighting() -> None:
+    assert parse_method("teacher+gradnorm") == ("teacher", "gradnorm")
+    assert parse_method("vanilla") == ("vanilla", None)
+    assert parse_method("mtaf+uncertainty") == ("mtaf", "uncertainty")
+    args = method_arguments({}, "teacher+gradnorm", 0, "unused")
+    assert args.strategy == "teacher" and args.weighting == "gradnorm" and args.gradnorm  # the alias holds
+    assert method_arguments({}, "vanilla+dwa", 0, "unused").weighting == "dwa"
+    with pytest.raises(ValueError, match="'greedy'"):
+        parse_method("gredy+dwa")  # a close match is suggested
 
 
 def test_config_file_errors_name_the_key(tmp_path) -> None:
@@ -191,7 +216,9 @@ def test_train_evaluate_report_on_files(tables, tmp_path, capsys) -> None:
     table = capsys.readouterr().out
     assert "EO violation" in table and "weighted" in table and "target" in table
     for method in ("vanilla", "weighted"):
-        assert (method_dir(run_dir, method, 42) / METRICS_FILE).is_file()
+        text = (method_dir(run_dir, method, 42) / METRICS_FILE).read_text()
+        json.loads(text, parse_constant=lambda constant: pytest.fail(f"metrics.json holds {constant}"))
+        assert "eval_target_collapsed" in text and "eval_target_balanced_accuracy" in text
     assert (run_dir / "report.md").is_file()
 
     # The saved model evaluated on the same held-out file gives the metrics the run recorded.

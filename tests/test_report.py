@@ -135,3 +135,47 @@ def test_load_run_errors_name_the_problem(tmp_path) -> None:
     (tmp_path / "run.json").write_text(json.dumps({"tasks": ["t"]}))
     with pytest.raises(ValueError, match="not a run description"):
         load_run(tmp_path)
+
+
+def _strict_json(text: str):
+    """`json.loads` that refuses NaN/Infinity, as every JSON reader other than Python's does."""
+
+    def refuse(constant: str):
+        raise ValueError(f"not valid JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_run_files_are_strict_json_and_undefined_rates_read_back_as_nan(tmp_path) -> None:
+    config = FairMTLConfig(tasks=["t"], protected_attributes=["g"], group_vocab={"g": ["a", "b"]}, num_features=2)
+    write_run_info(tmp_path, RunInfo.from_config(config, ["m"], [0]))
+    metrics = {"eval_t_accuracy": 0.5, "eval_t_g_tpr_a": math.nan, "eval_t_g_eo_violation": 0.25}
+    folder = save_method_result(tmp_path, "m", 0, metrics, [{"grad_norm": math.inf, "step": 1}])
+    text = (folder / "metrics.json").read_text()
+    assert "NaN" not in text and _strict_json(text)["eval_t_g_tpr_a"] is None
+    assert _strict_json((folder / "log_history.json").read_text())[0]["grad_norm"] is None
+    run = load_run(tmp_path)
+    assert np.isnan(run.values("m", "t_g_tpr_a")).all() and run.values("m", "t_accuracy")[0] == 0.5
+
+
+def test_collapsed_task_is_marked_in_the_table_and_the_report(tmp_path) -> None:
+    """Data built to collapse: seed 0 predicts one class for every row (EO violation 0), seed 1 does not."""
+    config = FairMTLConfig(tasks=["t"], protected_attributes=["g"], group_vocab={"g": ["a", "b"]}, num_features=2)
+    write_run_info(tmp_path, RunInfo.from_config(config, ["weighted"], [0, 1]))
+    for seed, (share, eo) in enumerate([(1.0, 0.0), (0.6, 0.3)]):
+        metrics = {"eval_t_accuracy": 0.9, "eval_t_balanced_accuracy": 0.5 if share == 1.0 else 0.7}
+        metrics |= {"eval_t_majority_prediction_share": share, "eval_t_collapsed": float(share >= 0.95)}
+        metrics |= {"eval_t_g_eo_violation": eo, "eval_t_g_tpr_gap": eo, "eval_t_g_fpr_gap": 0.0}
+        save_method_result(tmp_path, "weighted", seed, metrics)
+    (row,) = summary_rows(load_run(tmp_path))
+    assert row["collapsed_seeds"] == 1 and row["balanced_accuracy"] == pytest.approx(0.6)
+    table = format_table([row])
+    header, _, line, note = table.splitlines()
+    assert header.split()[-1] == "collapsed" and line.split()[-1] == "1/2"
+    assert "balanced acc." in header and note.startswith("collapsed: one class predicted for at least 95 %")
+    assert "| 1/2 |" in format_table([row], markdown=True)
+    report = write_report(tmp_path).read_text()
+    assert "**Collapsed tasks**" in report and "`weighted` on `t` (1/2 seeds)" in report
+    # Runs written before the collapse guard: "–", and no note.
+    old = {**row, "collapsed_seeds": None}
+    assert format_table([old]).splitlines()[-1].split()[-1] == "–"

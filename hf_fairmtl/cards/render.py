@@ -644,9 +644,9 @@ def describe_component(kind: str, name: str | None) -> dict[str, Any]:
     if not name:
         return {"title": "not recorded", "text": "", "citation": None}
     cls = _registry(kind).get(name)
-    title = getattr(cls, "title", "") or name
+    title = getattr(cls, "title", "")
     return {
-        "title": f"{title} (`{name}`)",
+        "title": f"{title} (`{name}`)" if title else f"`{name}`",
         "text": getattr(cls, "description", "") or "",
         "citation": getattr(cls, "citation", None) or None,
     }

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -38,15 +37,13 @@ def parse_method(method: str) -> tuple[str, str | None]:
     strategy, plus, weighting = method.partition(METHOD_SEPARATOR)
     if strategy in STRATEGIES and (not plus or weighting in WEIGHTINGS):
         return strategy, weighting if plus else None
-    wrong, names = (weighting, WEIGHTINGS) if strategy in STRATEGIES else (strategy, STRATEGIES)
-    raise ValueError(
-        f"Unknown method {method!r} (a method is a strategy of {', '.join(STRATEGIES)}, optionally with "
-        f"'+<weighting>' of {', '.join(WEIGHTINGS)}){suggest_names(wrong, names)}"
+    kind, wrong, names = (
+        ("weighting", weighting, WEIGHTINGS) if strategy in STRATEGIES else ("strategy", strategy, STRATEGIES)
     )
-
-
-def _has_setting(name: str) -> bool:
-    return any(f.name == name for f in dataclasses.fields(FairMTLTrainingArguments))
+    raise ValueError(
+        f"Unknown method {method!r}: unknown {kind} {wrong!r} (a method is a strategy of {', '.join(STRATEGIES)}, "
+        f"optionally with '+<weighting>' of {', '.join(WEIGHTINGS)}){suggest_names(wrong, names)}"
+    )
 
 
 def method_arguments(
@@ -54,28 +51,20 @@ def method_arguments(
 ) -> FairMTLTrainingArguments:
     """`FairMTLTrainingArguments` of one method and seed (the strategy's own defaults apply where unset).
 
-    The method's weighting sets `weighting` (`+gradnorm` sets `gradnorm=True` where the arguments have no
-    `weighting` setting); without one, the `weighting`/`gradnorm` of `training_kwargs` apply.
+    The method's weighting sets `weighting` (`+gradnorm` as before: `weighting="gradnorm"`, which the training
+    arguments treat as `gradnorm=True`); without one, the `weighting`/`gradnorm` of `training_kwargs` apply.
     """
     strategy, weighting = parse_method(method)
     settings = {**training_kwargs, "strategy": strategy, "seed": seed, "output_dir": output_dir}
     if weighting is not None:
-        if _has_setting("weighting"):
-            settings["weighting"] = weighting
-        elif weighting == GRADNORM:
-            settings["gradnorm"] = True
-        else:
-            raise ValueError(f"Method {method!r}: these training arguments only know the '+{GRADNORM}' weighting")
+        settings["weighting"] = weighting
+        settings["gradnorm"] = weighting == GRADNORM or bool(training_kwargs.get("gradnorm"))
     return FairMTLTrainingArguments(**settings)
 
 
 def method_weighting(args: FairMTLTrainingArguments) -> str | None:
-    """The task weighting of training arguments (`gradnorm=True` counts as `gradnorm`); `None` for equal weights."""
-    name = getattr(args, "weighting", None)  # a setting of newer FairMTLTrainingArguments only
-    name = getattr(name, "value", name)
-    if (name in (None, "equal")) and args.gradnorm:
-        return GRADNORM
-    return None if name in (None, "equal") else str(name)
+    """The task weighting of training arguments; `None` for equal weights."""
+    return None if args.weighting == "equal" else str(args.weighting)
 
 
 def describe_method(args: FairMTLTrainingArguments) -> str:
