@@ -31,6 +31,7 @@ from hf_fairmtl.cards import (
     render_model_card,
     write_model_card,
 )
+from hf_fairmtl.losses import FAIRNESS_LOSSES
 from hf_fairmtl.metrics import make_compute_metrics
 from hf_fairmtl.peft_utils import default_lora_config, prepare_peft_model
 from hf_fairmtl.strategies import STRATEGIES
@@ -151,7 +152,9 @@ def test_rendered_card_has_the_numbers_and_valid_model_index(tmp_path, card_conf
     assert f"| white / science | {fmt('eval_topic_race_tpr_white_2')} |" in text
     assert f"**Mean accuracy over tasks:** {fmt('eval_mean_accuracy')}" in text
     # Model description, teacher table, settings, citations.
-    assert "L2T-FMT (`teacher`)" in text and "Robust log-loss (`robust_eo`)" in text and "GradNorm" in text
+    loss_title = getattr(FAIRNESS_LOSSES["robust_eo"], "title", "")  # the card reads it from the registered class
+    assert "L2T-FMT (`teacher`)" in text and "GradNorm" in text
+    assert (f"{loss_title} (`robust_eo`)" if loss_title else "**Fairness objective:** `robust_eo`") in text
     assert "| hate\\_speech | 25.0% | – |" in text and "| topic | 40.0% | 5 |" in text
     assert "| `learning_rate` | 3e-05 |" in text and "| `teacher_gamma` | 0.9 |" in text
     assert "hf_secret_should_not_leak" not in text and "hub_token" not in text
