@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .keys import task_key
 from .task import is_collapsed
 
 RELATIVE_FIGURES = ("accuracy", "eo_violation")
@@ -80,11 +81,11 @@ def relative_scores(mtl: Mapping[str, Mapping[str, Any]], stl: Mapping[str, Mapp
     collapsed = {task: task_is_collapsed(mtl[task]) or task_is_collapsed(stl[task]) for task in mtl}
     for task in mtl:
         ratios = _ratios(task, mtl[task], stl[task], collapsed[task])
-        results[f"{task}_relative_accuracy"], results[f"{task}_relative_eo_violation"] = ratios
-        results[f"{task}_collapsed"] = float(collapsed[task])
+        results[task_key(task, "relative_accuracy")], results[task_key(task, "relative_eo_violation")] = ratios
+        results[task_key(task, "collapsed")] = float(collapsed[task])
     kept = [task for task in mtl if not collapsed[task]]
     for name, figure in (("ARA", "accuracy"), ("AREO", "eo_violation")):
-        results[name] = _mean([results[f"{task}_relative_{figure}"] for task in mtl])
-        results[f"{name}_{WITHOUT_COLLAPSED}"] = _mean([results[f"{task}_relative_{figure}"] for task in kept])
+        results[name] = _mean([results[task_key(task, f"relative_{figure}")] for task in mtl])
+        results[f"{name}_{WITHOUT_COLLAPSED}"] = _mean([results[task_key(task, f"relative_{figure}")] for task in kept])
     results["num_collapsed_tasks"] = float(sum(collapsed.values()))
     return results
