@@ -474,19 +474,28 @@ class FairMTLTrainer(Trainer):
             return torch.full((batch_size,), -1, dtype=torch.long, device=device)
         return attribute_group_ids(self.fairmtl_config, group_labels.long(), attr)
 
-    def _fairness_loss(
-        self, task_index: int, logits: torch.Tensor, labels: torch.Tensor, group_labels: torch.Tensor | None
-    ) -> torch.Tensor:
-        """F_t: the task's fairness loss averaged over its fairness attributes (0 with a graph if none)."""
+    def _fairness_loss(self, task_index: int, logits: torch.Tensor, labels: torch.Tensor, group_ids) -> torch.Tensor:
+        """F_t: the task's fairness loss averaged over its fairness attributes (0 with a graph if none).
+
+        `group_ids(attr)` gives the `[B]` group ids of an attribute (memoised per batch by [`batch_view`]).
+        """
         task = self.fairmtl_config.tasks[task_index]
         attrs = self.fairness_attributes.get(task) or []
         if not attrs:
             return logits.sum() * 0.0
-        terms = []
-        for attr in attrs:
-            groups = self._group_ids(group_labels, attr, labels.shape[0], labels.device)
-            terms.append(self.fairness_losses[task][_module_key(attr)](logits, labels, groups))
-        return torch.stack(terms).mean()
+        losses = self.fairness_losses[task]
+        return torch.stack([losses[_module_key(attr)](logits, labels, group_ids(attr)) for attr in attrs]).mean()
+
+    def _group_id_lookup(self, group_labels: torch.Tensor | None, batch_size: int, device):
+        """`attr -> [B]` group ids, computed once per attribute for the batch (every task reuses them)."""
+        cache: dict[str, torch.Tensor] = {}
+
+        def group_ids(attr: str) -> torch.Tensor:
+            if attr not in cache:
+                cache[attr] = self._group_ids(group_labels, attr, batch_size, device)
+            return cache[attr]
+
+        return group_ids
 
     def _routed_logits(self, task_index: int, shared: torch.Tensor, logits: torch.Tensor, route: str) -> torch.Tensor:
         """Task logits whose gradient reaches only the parameters `route` names."""
@@ -517,12 +526,19 @@ class FairMTLTrainer(Trainer):
         self.fairness_losses.eval()
         try:
             accuracy_loss, _ = self.task_losses[self.fairmtl_config.tasks[task_index]](logits, labels)
-            return accuracy_loss, self._fairness_loss(task_index, logits, labels, group_labels)
+            group_ids = self._group_id_lookup(group_labels, labels.shape[0], labels.device)
+            return accuracy_loss, self._fairness_loss(task_index, logits, labels, group_ids)
         finally:
             self.fairness_losses.train(was_training)
 
     def batch_view(self, shared, logits, labels, group_labels, training: bool) -> BatchView:
         """What a strategy sees of a micro-batch (see [`BatchView`])."""
+        group_ids = self._group_id_lookup(group_labels, labels.shape[0], labels.device)
+        tasks = self.fairmtl_config.tasks
+
+        def attribute_fairness_loss(t: int, attr: str, task_logits: torch.Tensor) -> torch.Tensor:
+            return self.fairness_losses[tasks[t]][_module_key(attr)](task_logits, labels[:, t], group_ids(attr))
+
         return BatchView(
             config=self.fairmtl_config,
             shared=shared,
@@ -531,11 +547,9 @@ class FairMTLTrainer(Trainer):
             group_labels=group_labels,
             training=training,
             routed_logits=lambda t, route: self._routed_logits(t, shared, logits[t], route),
-            fairness_loss=lambda t, task_logits: self._fairness_loss(t, task_logits, labels[:, t], group_labels),
-            group_ids=lambda attr: self._group_ids(group_labels, attr, labels.shape[0], labels.device),
-            attribute_fairness_loss=lambda t, attr, task_logits: self.fairness_losses[self.fairmtl_config.tasks[t]][
-                _module_key(attr)
-            ](task_logits, labels[:, t], self._group_ids(group_labels, attr, labels.shape[0], labels.device)),
+            fairness_loss=lambda t, task_logits: self._fairness_loss(t, task_logits, labels[:, t], group_ids),
+            group_ids=group_ids,
+            attribute_fairness_loss=attribute_fairness_loss,
         )
 
     def _task_terms(self, t: int, batch: BatchView, window: tuple[torch.Tensor | None, int, int]) -> TaskTerms:

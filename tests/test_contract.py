@@ -62,8 +62,24 @@ def test_trains_without_nan_and_resumes_exactly(overrides: dict, data, tmp_path)
     resumed.train(resume_from_checkpoint=str(tmp_path / "straight" / "checkpoint-4"))
     for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(b, a, msg=name)
-    torch.testing.assert_close(resumed.weighting.state_dict(), straight.weighting.state_dict())
-    torch.testing.assert_close(resumed.strategy.state_dict(), straight.strategy.state_dict())
+    assert_same_state(resumed.weighting.state_dict(), straight.weighting.state_dict())
+    assert_same_state(resumed.strategy.state_dict(), straight.strategy.state_dict())
+
+
+def assert_same_state(actual, expected, where: str = "state") -> None:
+    """Tensors close, everything else (names, settings) equal, recursively through dicts and lists."""
+    if isinstance(expected, dict):
+        assert sorted(actual) == sorted(expected), where
+        for key in expected:
+            assert_same_state(actual[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, list | tuple):
+        assert len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_same_state(a, e, f"{where}[{i}]")
+    elif torch.is_tensor(expected):
+        torch.testing.assert_close(actual, expected, msg=where)
+    else:
+        assert actual == expected, where
 
 
 def test_two_processes_match_one_for_every_plugin(tmp_path) -> None:
