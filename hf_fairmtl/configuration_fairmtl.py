@@ -373,10 +373,14 @@ def _custom_pipelines(given: Mapping[str, Any] | None) -> dict[str, Any]:
     `transformers.pipeline` prefers a config's custom pipeline over its registry and then demands
     `trust_remote_code=True`; where `hf_fairmtl.pipelines` is imported (the task is registered by the package, not
     by a checkpoint's copy in `transformers_modules`) the registered class serves the task, so our entry is left
-    out of the attribute. `to_dict` always writes it to `config.json`.
+    out of the attribute. A config of the installed package built while `transformers.pipelines` is loaded (as in
+    `pipeline("fair-multitask-classification", model=DIR)`) registers the package's pipeline first, so that call
+    needs no `import hf_fairmtl.pipelines`. `to_dict` always writes our entry to `config.json`.
     """
     entries = dict(given or {})
     registry = getattr(sys.modules.get("transformers.pipelines"), "PIPELINE_REGISTRY", None)
+    if registry is not None and PIPELINE_TASK not in registry.supported_tasks and __package__ == "hf_fairmtl":
+        pipeline_class()  # transformers.pipeline is loading this config and the package is installed: register
     registered = registry.supported_tasks.get(PIPELINE_TASK, {}).get("impl") if registry is not None else None
     if registered is not None and not getattr(registered, "__module__", "").startswith("transformers_modules"):
         entries.pop(PIPELINE_TASK, None)

@@ -189,6 +189,29 @@ def test_saved_folder_loads_in_package_without_trust_remote_code(text_model, tin
     assert_same(again(TEXTS), expected(text_model, **encoded))
 
 
+def test_import_hf_fairmtl_is_enough_for_the_task_name(text_model, tiny_tokenizer, tmp_path):
+    """A fresh interpreter that only imports hf_fairmtl (not hf_fairmtl.pipelines) gets the pipeline by task name."""
+    text_model.save_pretrained(tmp_path / "model")
+    tiny_tokenizer.save_pretrained(tmp_path / "model")
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import hf_fairmtl
+        from transformers import pipeline
+        assert "hf_fairmtl.pipelines" not in sys.modules
+        pipe = pipeline({PIPELINE_TASK!r}, model={str(tmp_path / "model")!r}, device="cpu")
+        print(json.dumps([type(pipe).__module__, pipe({TEXTS!r})]))
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    module, outputs = json.loads(run.stdout.strip().splitlines()[-1])
+    assert module == "hf_fairmtl.pipelines"  # the package's class, no trust_remote_code needed
+    encoded = tiny_tokenizer(TEXTS, padding=True, return_tensors="pt", return_token_type_ids=False)
+    assert_same(outputs, expected(text_model, **encoded))
+
+
 REMOTE_SCRIPT = textwrap.dedent(
     """
     import json, sys
