@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from hf_fairmtl.cli import main, parse_arguments
-from hf_fairmtl.experiments import METRICS_FILE, method_arguments, method_dir, parse_method
+from hf_fairmtl.experiments import METRICS_FILE, describe_method, method_arguments, method_dir, parse_method
+from hf_fairmtl.strategies import STRATEGIES
+from hf_fairmtl.weighting import WEIGHTINGS
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = '{"target": "target", "auxiliary": "auxiliary"}'
@@ -151,6 +153,10 @@ def test_methods_are_strategy_plus_registered_weighting() -> None:
     args = method_arguments({}, "teacher+gradnorm", 0, "unused")
     assert args.strategy == "teacher" and args.weighting == "gradnorm" and args.gradnorm  # the alias holds
     assert method_arguments({}, "vanilla+dwa", 0, "unused").weighting == "dwa"
+    # The report's one-line description is read from the registered classes.
+    described = describe_method(args)
+    assert STRATEGIES["teacher"].title in described and WEIGHTINGS["gradnorm"].title in described
+    assert "accuracy losses only" in describe_method(method_arguments({}, "vanilla", 0, "unused"))
     with pytest.raises(ValueError, match="'greedy'"):
         parse_method("gredy+dwa")  # a close match is suggested
 

@@ -429,3 +429,6 @@ def test_card_flags_a_collapsed_task_and_shows_balanced_accuracy(card_config):
     assert "| topic | 1.0000 | 1.0000 |" in text and "| **yes** |" not in text.split("| topic |")[1].split("\n")[0]
     assert "**Warning:** hate\\_speech collapsed" in text
     assert "**Collapsed tasks (one class predicted for at least 95 % of held-out rows):** 1.0000" in text
+    names = [r.metric_name for r in ModelCard(str(render_model_card(card_config, eval_metrics))).data.eval_results]
+    assert "EO violation (hate_speech, gender, collapsed: one class predicted)" in names
+    assert "EO violation (topic, gender)" in names and "Balanced accuracy (hate_speech)" in names

@@ -475,13 +475,18 @@ def _eval_results(
         )
 
     for task in config.tasks:
+        figures_of_task = parsed["tasks"].get(task, {})
+        # A collapsed task's small gaps must not read as fairness on the model page either.
+        flag = ", collapsed: one class predicted" if figures_of_task.get("collapsed") else ""
         if task in parsed["accuracy"]:
             add(task, "accuracy", f"Accuracy ({task})", parsed["accuracy"][task])
+        if "balanced_accuracy" in figures_of_task:
+            add(task, "balanced_accuracy", f"Balanced accuracy ({task})", figures_of_task["balanced_accuracy"])
         for attr, figures in parsed["attributes"].items():
             for metric, title in MODEL_INDEX_GAPS.items():
                 value = figures["gaps"].get(task, {}).get(metric)
                 if value is not None:
-                    add(task, metric, f"{title} ({task}, {attr})", value)
+                    add(task, metric, f"{title} ({task}, {attr}{flag})", value)
     return results
 
 
