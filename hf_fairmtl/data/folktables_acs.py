@@ -32,7 +32,8 @@ import folktables
 import numpy as np
 import pandas as pd
 
-from .builder import SourceSplits, TaskSource, _suggest
+from ..utils import suggest_names
+from .builder import SourceSplits, TaskSource
 from .features import encoded_dataset, fit_feature_encoding, split_frame, subsample
 
 
@@ -114,7 +115,7 @@ def resolve_acs_tasks(tasks: Sequence[str] | Mapping[str, ACSTask] | None) -> di
     resolved = {}
     for name in tasks:
         if name not in known:
-            raise ValueError(f"Unknown ACS task {name!r}{_suggest(name, known)} Known: {sorted(known)}")
+            raise ValueError(f"Unknown ACS task {name!r}{suggest_names(name, known)} Known: {sorted(known)}")
         resolved[name] = known[name]
     return resolved
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import datasets
 
-from .builder import TaskSource, _suggest
+from ..utils import suggest_names
+from .builder import TaskSource
 
 BIAS_IN_BIOS_ID = "LabHC/bias_in_bios"
 HATEXPLAIN_ID = "Hate-speech-CNERG/hatexplain"
@@ -92,7 +93,7 @@ def _require_columns(dataset: datasets.Dataset, columns: Sequence[str], what: st
     for column in columns:
         if column not in dataset.column_names:
             raise ValueError(
-                f"{what}: expected column {column!r}{_suggest(column, dataset.column_names)} "
+                f"{what}: expected column {column!r}{suggest_names(column, dataset.column_names)} "
                 f"(columns: {dataset.column_names})"
             )
 
