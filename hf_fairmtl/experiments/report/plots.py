@@ -48,11 +48,44 @@ def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "x" if c == "*" else "_" for c in name)
 
 
+def _draw_seeds(ax: Any, run: RunResults, methods: Sequence[str], colors: dict[str, Any], task: str, key: str) -> bool:
+    """Box plot of `key` over seeds per method, every seed a dot; a seed whose task collapsed is a black ×.
+
+    Returns whether anything was drawn.
+    """
+    rng = np.random.default_rng(0)
+    positions = np.arange(1, len(methods) + 1)
+    data = [(run.values(method, key), run.values(method, task_key(task, "collapsed"))) for method in methods]
+    shown = [i for i, (values, _) in enumerate(data) if (~np.isnan(values)).any()]
+    if not shown:
+        return False
+    boxes = ax.boxplot(
+        [data[i][0][~np.isnan(data[i][0])] for i in shown],
+        positions=positions[shown],
+        widths=0.55,
+        patch_artist=True,
+        medianprops={"color": "black"},
+        showfliers=False,
+    )
+    for patch, i in zip(boxes["boxes"], shown, strict=True):
+        patch.set_facecolor(colors[methods[i]])
+        patch.set_alpha(0.45)
+    for i in shown:
+        values, collapsed = data[i]
+        keep = ~np.isnan(values)
+        jitter = rng.uniform(-0.12, 0.12, keep.sum()) if keep.sum() > 1 else np.zeros(keep.sum())
+        x, y, flat = positions[i] + jitter, values[keep], collapsed[keep] == 1.0
+        ax.scatter(x[~flat], y[~flat], color=colors[methods[i]], s=18, zorder=3)
+        ax.scatter(x[flat], y[flat], color="black", marker="x", s=30, zorder=4)
+    return True
+
+
 def plot_accuracy_eo(run: RunResults, path: str | os.PathLike) -> Path:
     """Box plots per task: accuracy and EO violation (per attribute) per method, over seeds.
 
     One row per task; columns: accuracy, then one EO-violation panel per attribute. Every seed is also drawn
-    as a dot, so a single-seed run still shows its value.
+    as a dot, so a single-seed run still shows its value; a seed whose task collapsed to one class (its small EO
+    violation is no evidence of fairness) is drawn as a black ×.
     """
     methods = run.methods
     colors = _method_colors(methods)
@@ -64,33 +97,13 @@ def plot_accuracy_eo(run: RunResults, path: str | os.PathLike) -> Path:
     ]
     panels = [("accuracy", None)] + [("eo_violation", attr) for attr in attributes]
     fig, axes = _subplots(len(tasks), len(panels), figsize=(3.2 * len(panels) + 0.6, 2.6 * len(tasks) + 0.6))
-    rng = np.random.default_rng(0)
     for row, task in enumerate(tasks):
         for col, (metric, attr) in enumerate(panels):
             ax = axes[row][col]
             key = task_key(task, "accuracy") if attr is None else attribute_key(task, attr, metric)
-            data = [run.values(method, key) for method in methods]
-            finite = [values[~np.isnan(values)] for values in data]
-            positions = np.arange(1, len(methods) + 1)
-            shown = [i for i, values in enumerate(finite) if values.size]
-            if shown:
-                boxes = ax.boxplot(
-                    [finite[i] for i in shown],
-                    positions=positions[shown],
-                    widths=0.55,
-                    patch_artist=True,
-                    medianprops={"color": "black"},
-                    showfliers=False,
-                )
-                for patch, i in zip(boxes["boxes"], shown, strict=True):
-                    patch.set_facecolor(colors[methods[i]])
-                    patch.set_alpha(0.45)
-                for i in shown:
-                    jitter = rng.uniform(-0.12, 0.12, finite[i].size) if finite[i].size > 1 else np.zeros(1)
-                    ax.scatter(positions[i] + jitter, finite[i], color=colors[methods[i]], s=18, zorder=3)
-            else:
+            if not _draw_seeds(ax, run, methods, colors, task, key):
                 ax.text(0.5, 0.5, "no labelled groups", ha="center", va="center", transform=ax.transAxes, color="gray")
-            ax.set_xticks(positions)
+            ax.set_xticks(np.arange(1, len(methods) + 1))
             ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
             title = "accuracy ↑" if attr is None else f"EO violation ({attr}) ↓"
             ax.set_title(f"{task}: {title}", fontsize=9)
@@ -98,7 +111,9 @@ def plot_accuracy_eo(run: RunResults, path: str | os.PathLike) -> Path:
             ax.grid(axis="y", alpha=0.3)
     seeds = len(run.info.seeds)
     fig.suptitle(
-        f"Held-out accuracy and EO violation per method ({seeds} seed{'s' if seeds != 1 else ''})", fontsize=11
+        f"Held-out accuracy and EO violation per method ({seeds} seed{'s' if seeds != 1 else ''}; "
+        "× = task collapsed to one class)",
+        fontsize=11,
     )
     return _save(fig, path)
 
