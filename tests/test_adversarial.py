@@ -171,7 +171,7 @@ def test_resume_restores_adversaries_and_their_optimizer_exactly(tmp_path) -> No
 
 
 def test_two_processes_match_one(tmp_path) -> None:
-    """The adversaries live outside DDP: their rank-averaged gradients keep 2 processes = 1 (with accumulation)."""
+    """Adversaries and attribute heads live outside DDP: rank-averaged gradients keep 2 processes = 1 (with GA)."""
     script = Path(__file__).parent / "distributed" / "debiasing_ddp.py"
     run_processes([sys.executable, str(script), str(tmp_path / "single.pt")], 300)
     run_processes([*accelerate_launch(2), str(script), str(tmp_path / "double.pt")], 300)
@@ -179,6 +179,7 @@ def test_two_processes_match_one(tmp_path) -> None:
     double = torch.load(tmp_path / "double.pt", weights_only=False)
     assert sorted(single) == sorted(double)
     for case_id, values in single.items():
-        assert any(name.startswith("adversary.") for name in values) == case_id.startswith("adversarial")
+        assert any(name.startswith("adversaries.") for name in values) == case_id.startswith("adversarial")
+        assert any(name.startswith("heads.") for name in values) == (case_id == "proxy_groups")
         for name, value in values.items():
             torch.testing.assert_close(double[case_id][name], value, rtol=1e-4, atol=1e-5, msg=f"{case_id}: {name}")

@@ -2,8 +2,12 @@
 
 Conventions every registered loss follows:
 
-- Inputs are one task's `logits` `[B, C]`, `labels` `[B]` (-100 = no label) and `groups` `[B]` (group id
-  of one protected attribute, negative = unknown). Only rows with both a label and a known group count.
+- Inputs are one task's `logits` `[B, C]`, `labels` `[B]` (-100 = no label) and `groups`: either `[B]` group
+  ids of one protected attribute (negative = unknown) or `[B, G]` **soft memberships** (non-negative weights of
+  each row in each group, e.g. an attribute classifier's probabilities for rows without demographics; a row of
+  zeros = unknown). Only rows with both a label and a known (or weighted) group count. A row's statistics enter
+  group `g` with weight `m[i, g]`, so one-hot memberships give exactly the loss of the ids, and a membership of
+  `k` equals the row repeated `k` times. Soft counts are fractional; every loss divides by them as they are.
 - Group statistics are sums and counts over the **global** batch (see `distributed.py`), so a loss is
   exact under DDP.
 - Multi-class tasks (`num_classes > 2`) are handled one-vs-rest: for class `c`, "positives" are rows
@@ -51,6 +55,8 @@ class GroupedBatch:
         bins: `[B]` group id, or `num_groups` (a spill bin dropped after summing) for unusable rows. Using a
             spill bin instead of boolean indexing keeps shapes static and avoids a host sync.
         num_groups: Number of groups.
+        memberships: `[B, G]` soft memberships (zero on unusable rows) when the groups were given soft; then
+            `bins` is unused and the per-group sums are `memberships.T @ values`.
     """
 
     log_probs: torch.Tensor
@@ -58,6 +64,7 @@ class GroupedBatch:
     valid: torch.Tensor
     bins: torch.Tensor
     num_groups: int
+    memberships: torch.Tensor | None = None
 
     def group_statistics(self, values: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Global per-group sums of `values` and of `counts`.
@@ -72,8 +79,12 @@ class GroupedBatch:
         width = values.shape[1]
         # One collective for both: the counts ride along detached, so only the sums carry a gradient.
         rows = torch.cat([values, counts.detach().to(values.dtype)], dim=1)
-        per_group = rows.new_zeros((self.num_groups + 1, rows.shape[1])).index_add(0, self.bins, rows)
-        per_group = all_reduce_sum(per_group[: self.num_groups])
+        if self.memberships is not None:
+            per_group = self.memberships.to(rows.dtype).T @ rows
+        else:
+            per_group = rows.new_zeros((self.num_groups + 1, rows.shape[1])).index_add(0, self.bins, rows)
+            per_group = per_group[: self.num_groups]
+        per_group = all_reduce_sum(per_group)
         return per_group[:, :width], per_group[:, width:].detach()
 
     def class_indicators(self, classes: slice) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,6 +93,13 @@ class GroupedBatch:
         positive = (self.labels.unsqueeze(1) == class_ids) & self.valid.unsqueeze(1)
         negative = ~positive & self.valid.unsqueeze(1)
         return positive, negative
+
+
+def group_means(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """`sums / counts` where `counts > 0`, else 0 (counts may be fractional: soft group memberships)."""
+    return torch.where(
+        counts > 0, sums / torch.where(counts > 0, counts, torch.ones_like(counts)), torch.zeros_like(sums)
+    )
 
 
 def masked_max(values: torch.Tensor, present: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -155,20 +173,25 @@ class FairnessLoss(nn.Module):
         """Validate inputs and lay them out for per-group sums.
 
         Raises:
-            ValueError: On wrong shapes, a label outside `[0, num_classes)` other than -100, or a group id
-                `>= num_groups`.
+            ValueError: On wrong shapes, a label outside `[0, num_classes)` other than -100, a group id
+                `>= num_groups`, or soft memberships that are negative or not finite.
         """
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"{type(self).__name__} expects logits of shape [batch, {self.num_classes}], got {list(logits.shape)}"
             )
         batch_size = logits.shape[0]
-        if labels.shape != (batch_size,) or groups.shape != (batch_size,):
+        soft = groups.dim() == 2
+        group_shape = (batch_size, self.num_groups) if soft else (batch_size,)
+        if labels.shape != (batch_size,) or groups.shape != group_shape:
             raise ValueError(
-                f"labels and groups must have shape [{batch_size}] (one entry per row), "
+                f"labels must have shape [{batch_size}] and groups [{batch_size}] (ids) or "
+                f"[{batch_size}, {self.num_groups}] (soft memberships), "
                 f"got {list(labels.shape)} and {list(groups.shape)}"
             )
         labels = labels.to(device=logits.device, dtype=torch.long)
+        if soft:
+            return self._prepare_soft(logits, labels, groups)
         groups = groups.to(device=logits.device, dtype=torch.long)
         bad_label = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= self.num_classes))
         bad_group = groups >= self.num_groups
@@ -183,15 +206,34 @@ class FairnessLoss(nn.Module):
                 f"(use {IGNORE_INDEX} for a missing label)"
             )
         valid = (labels != IGNORE_INDEX) & (groups >= 0)
-        # Half-precision logits (AMP) are upcast: group means of log-probabilities need the range.
-        if logits.dtype not in (torch.float32, torch.float64):
-            logits = logits.float()
         return GroupedBatch(
-            log_probs=torch.log_softmax(logits, dim=-1),
+            log_probs=_log_probs(logits),
             labels=torch.where(valid, labels, torch.zeros_like(labels)),
             valid=valid,
             bins=torch.where(valid, groups, torch.full_like(groups, self.num_groups)),
             num_groups=self.num_groups,
+        )
+
+    def _prepare_soft(self, logits: torch.Tensor, labels: torch.Tensor, memberships: torch.Tensor) -> GroupedBatch:
+        """[`prepare`] for `[B, G]` soft memberships (detached: they weigh rows, they are not trained here)."""
+        memberships = memberships.detach().to(device=logits.device, dtype=torch.float64)
+        bad_label = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= self.num_classes))
+        bad_weight = ~torch.isfinite(memberships) | (memberships < 0)
+        if bool(bad_label.any() | bad_weight.any()):  # the one host sync
+            if bad_weight.any():
+                raise ValueError("Soft group memberships must be finite and >= 0 (a row of zeros = unknown group)")
+            raise ValueError(
+                f"Label {int(labels[bad_label][0])} is outside [0, {self.num_classes}) "
+                f"(use {IGNORE_INDEX} for a missing label)"
+            )
+        valid = (labels != IGNORE_INDEX) & (memberships.sum(1) > 0)
+        return GroupedBatch(
+            log_probs=_log_probs(logits),
+            labels=torch.where(valid, labels, torch.zeros_like(labels)),
+            valid=valid,
+            bins=torch.full_like(labels, self.num_groups),
+            num_groups=self.num_groups,
+            memberships=memberships * valid.unsqueeze(1),
         )
 
     def combine_sides(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
@@ -213,12 +255,19 @@ class FairnessLoss(nn.Module):
         Args:
             logits: `[B, C]` task logits.
             labels: `[B]` labels, -100 = missing.
-            groups: `[B]` group ids, negative = unknown.
+            groups: `[B]` group ids (negative = unknown) or `[B, G]` soft memberships (zeros = unknown).
 
         Returns:
             A scalar tensor (0-dim).
         """
         raise NotImplementedError
+
+
+def _log_probs(logits: torch.Tensor) -> torch.Tensor:
+    # Half-precision logits (AMP) are upcast: group means of log-probabilities need the range.
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    return torch.log_softmax(logits, dim=-1)
 
 
 def register_fairness_loss(name: str) -> Callable[[_LossT], _LossT]:

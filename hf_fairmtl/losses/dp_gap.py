@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import FairnessLoss, masked_spread, register_fairness_loss
+from .base import FairnessLoss, group_means, masked_spread, register_fairness_loss
 
 
 @register_fairness_loss("dp_gap")
@@ -26,5 +26,5 @@ class DPGapLoss(FairnessLoss):
         usable = batch.valid.unsqueeze(1)
         sums, counts = batch.group_statistics(torch.where(usable, score, torch.zeros_like(score)), usable)
         present = counts > 0  # [G, 1], broadcast over classes
-        gap = masked_spread(sums / counts.clamp(min=1), present.expand_as(sums), dim=0)  # [K]
+        gap = masked_spread(group_means(sums, counts.expand_as(sums)), present.expand_as(sums), dim=0)  # [K]
         return self.zero_unless_two_groups(gap.mean(), counts[:, 0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import FairnessLoss, register_fairness_loss
+from .base import FairnessLoss, group_means, register_fairness_loss
 
 
 @register_fairness_loss("loss_gap_eo")
@@ -27,8 +27,8 @@ class LossGapEOLoss(FairnessLoss):
         in_class, _ = batch.class_indicators(slice(None))  # [B, C]: row is labelled c (and usable)
         per_class_nll = torch.where(in_class, nll, torch.zeros_like(nll))
         sums, counts = batch.group_statistics(per_class_nll, in_class)  # [G, C]
-        group_loss = sums / counts.clamp(min=1)
-        class_loss = sums.sum(0) / counts.sum(0).clamp(min=1)
+        group_loss = group_means(sums, counts)
+        class_loss = group_means(sums.sum(0), counts.sum(0))
         deviation = torch.where(counts > 0, (group_loss - class_loss).abs(), torch.zeros_like(group_loss))
         per_class = deviation.sum(0)  # [C]
         loss = self.combine_sides(per_class[1:].sum(), per_class[0])

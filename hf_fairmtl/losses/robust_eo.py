@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import FairnessLoss, log_not_class, masked_max, register_fairness_loss
+from .base import FairnessLoss, group_means, log_not_class, masked_max, register_fairness_loss
 
 
 @register_fairness_loss("robust_eo")
@@ -37,7 +37,7 @@ class RobustEOLoss(FairnessLoss):
         sums, counts = batch.group_statistics(
             torch.cat([positive_nll, negative_nll], dim=1), torch.cat([positive, negative], dim=1)
         )
-        worst = masked_max(sums / counts.clamp(min=1), counts > 0, dim=0)  # [2K]
+        worst = masked_max(group_means(sums, counts), counts > 0, dim=0)  # [2K]
         width = positive.shape[1]
         per_class = self.combine_sides(worst[:width], worst[width:])
         # Positive + negative counts of any one class = all usable rows of the group.

@@ -2,9 +2,9 @@
 
 Registered: `vanilla`, `weighted` (fixed λ; the fairness-transfer objective), `mtaf` (MTA-F), `greedy`
 (G-FMT), `teacher` (L2T-FMT), `adversarial` (gradient-reversal group adversaries), `balanced`
-(group × label reweighting), `constrained` (fairness targets, multipliers by dual ascent). Add one with
-`@register_strategy("name")` on a [`Strategy`] subclass; it is then
-a valid `FairMTLTrainingArguments.strategy` (see docs/extending.md).
+(group × label reweighting), `proxy_groups` (fairness losses on predicted soft groups), `constrained`
+(fairness targets, multipliers by dual ascent). Add one with `@register_strategy("name")` on a [`Strategy`]
+subclass; it is then a valid `FairMTLTrainingArguments.strategy` (see docs/extending.md).
 """
 
 from .adversarial import AdversarialStrategy
@@ -21,6 +21,7 @@ from .base import (
 from .constrained import ConstrainedStrategy
 from .greedy import GreedyStrategy
 from .mtaf import MTAFStrategy
+from .proxy import ProxyGroupsStrategy
 from .teacher import ACCURACY_ACTION, FAIRNESS_ACTION, TeacherStrategy
 from .vanilla import VanillaStrategy
 from .weighted import WeightedStrategy
@@ -36,6 +37,7 @@ __all__ = [
     "ConstrainedStrategy",
     "GreedyStrategy",
     "MTAFStrategy",
+    "ProxyGroupsStrategy",
     "Strategy",
     "TaskObjective",
     "TaskTerms",

@@ -167,7 +167,7 @@ class AdversarialStrategy(WeightedStrategy):
     def callbacks(self, trainer: Any) -> list[TrainerCallback]:
         self._trainer = trainer
         if self.attributes:
-            self.build(_head_input_size(unwrap_model(trainer.model)), trainer.args.device)
+            self.build(head_input_size(unwrap_model(trainer.model)), trainer.args.device)
         return [AdversaryStep(self)]
 
     # ------------------------------------------------------------------ objective
@@ -228,15 +228,7 @@ class AdversarialStrategy(WeightedStrategy):
         """One optimizer step of the adversaries on the gradients of the accumulation window (rank-averaged)."""
         if self.optimizer is None:
             return
-        params = [p for p in self.adversaries.parameters() if p.grad is not None]
-        if is_distributed() and params:
-            flat = torch.cat([p.grad.reshape(-1) for p in params])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            flat /= dist.get_world_size()
-            offset = 0
-            for p in params:
-                p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
-                offset += p.numel()
+        average_gradients_over_ranks(list(self.adversaries.parameters()))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -269,7 +261,24 @@ class AdversaryStep(TrainerCallback):
         self.strategy.step()
 
 
-def _head_input_size(model: nn.Module) -> int:
+def average_gradients_over_ranks(params: list[nn.Parameter]) -> None:
+    """Average `.grad` of parameters outside DDP over the ranks, in place (one all-reduce; no-op on one process).
+
+    Every rank must hold gradients for the same parameters (true here: every rank runs the same loss terms).
+    """
+    params = [p for p in params if p.grad is not None]
+    if not is_distributed() or not params:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()
+
+
+def head_input_size(model: nn.Module) -> int:
     """Width of the shared representation: the in-features of the first task head's first linear layer."""
     head = next(iter(model.heads.values()))
     first = next(module for module in head.modules() if isinstance(module, nn.Linear))

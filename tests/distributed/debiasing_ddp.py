@@ -1,8 +1,8 @@
-"""Train the `adversarial` and `balanced` strategies a few steps; launched with 1 or 2 processes by the tests.
+"""Train `adversarial`, `balanced` and `proxy_groups` a few steps; launched with 1 or 2 processes by the tests.
 
 Usage (repository root on PYTHONPATH): python tests/distributed/debiasing_ddp.py OUTPUT_FILE, or under
 `accelerate launch`. The global batch is 16 rows (8 per micro-batch, 2 accumulation steps) whatever the world
-size; rank 0 writes each case's model and adversary parameters and the balanced running counts.
+size; rank 0 writes each case's model, adversary and attribute-head parameters and the balanced running counts.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ CASES = {
     "adversarial_eo": {"strategy": "adversarial", "adversary_eo": True, "adversary_schedule": "ganin"},
     "adversarial_transfer": {"strategy": "adversarial", "fairness_attributes": {"auxiliary": ["group"]}},
     "balanced_running": {"strategy": "balanced", "balanced_counts": "running"},
+    "proxy_groups": {"strategy": "proxy_groups", "fairness_loss": "eps_deo"},
 }
 
 
@@ -61,9 +62,10 @@ def main(output_file: str) -> None:
     for case_id, overrides in CASES.items():
         trainer = train_case(overrides, train, world_size)
         state = {f"model.{name}": p.detach().clone() for name, p in trainer.model.named_parameters()}
-        adversaries = getattr(trainer.strategy, "adversaries", None)
-        if adversaries is not None:
-            state.update({f"adversary.{name}": p.detach().clone() for name, p in adversaries.named_parameters()})
+        for kind in ("adversaries", "heads"):  # adversarial's group classifiers, proxy_groups' attribute heads
+            modules = getattr(trainer.strategy, kind, None)
+            if modules is not None:
+                state.update({f"{kind}.{name}": p.detach().clone() for name, p in modules.named_parameters()})
         for key, counts in getattr(trainer.strategy, "counts", {}).items():
             state[f"counts.{key}"] = counts.clone()
         results[case_id] = state
