@@ -36,10 +36,6 @@ UNKNOWN_GROUP = -1
 MIXING_STRATEGIES = ("concatenate", "proportional", "temperature", "round_robin")
 
 
-# Kept for the loaders that still import it; new code uses `hf_fairmtl.utils.suggest_names`.
-_suggest = suggest_names
-
-
 @dataclass
 class TaskSource:
     """One table of examples and what its columns mean.

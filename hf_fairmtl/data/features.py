@@ -13,7 +13,6 @@ reproduces the training features from raw rows.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,33 +20,12 @@ import datasets
 import numpy as np
 import pandas as pd
 
-ENCODING_VERSION = 1
-OTHER_CATEGORY = "__other__"
-MISSING_CATEGORY = "__missing__"
-
-
-def category_key(value: Any) -> str:
-    """The string a raw categorical value is stored under.
-
-    Codes read from CSV files arrive as `1`, `1.0` or `"1"` depending on whether the column had gaps;
-    all three must hit the same one-hot slot, so integral numbers are written without a decimal point.
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return MISSING_CATEGORY
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return str(int(value)) if float(value).is_integer() else repr(float(value))
-    return str(value)
-
-
-def _keys(series: pd.Series) -> pd.Series:
-    # Map the distinct values only: the same few codes repeat over hundreds of thousands of rows.
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    names = np.array([category_key(v) for v in uniques] + [MISSING_CATEGORY], dtype=object)
-    return pd.Series(names[codes], index=series.index)
+from ..feature_encoding import (  # the inference half ships with checkpoints
+    ENCODING_VERSION,
+    OTHER_CATEGORY,
+    category_keys,
+    encode_features,
+)
 
 
 def fit_feature_encoding(
@@ -86,10 +64,16 @@ def fit_feature_encoding(
         if values.isna().all():
             raise ValueError(f"Numeric feature column {column!r} has no numeric values")
         std = float(values.std(ddof=0))
-        numeric_specs.append({"column": column, "mean": float(values.mean()), "std": std if std > 0 else 1.0})
+        numeric_specs.append(
+            {
+                "column": column,
+                "mean": float(values.mean()),
+                "std": std if std > 0 else 1.0,
+            }
+        )
     categorical_specs = []
     for column in categorical:
-        counts = _keys(frame[column]).value_counts()
+        counts = category_keys(frame[column]).value_counts()
         # Most frequent first, ties broken by name, so refitting the same data gives the same layout.
         ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         other = max_categories is not None and len(ordered) > max_categories
@@ -107,49 +91,6 @@ def fit_feature_encoding(
         "feature_names": names,
         "num_features": len(names),
     }
-
-
-def encode_features(frame: pd.DataFrame | Mapping[str, Sequence[Any]], encoding: Mapping[str, Any]) -> np.ndarray:
-    """Encode raw rows with a stored encoding.
-
-    Args:
-        frame: Raw rows (a DataFrame, or a dict of columns such as a `datasets` batch).
-        encoding: The dict from `fit_feature_encoding` (e.g. `model.config.feature_encoding`).
-
-    Returns:
-        `float32 [N, num_features]`, columns in `encoding["feature_names"]` order.
-
-    Raises:
-        ValueError: A column the encoding needs is missing, or the encoding is not one of ours.
-    """
-    if not isinstance(encoding, Mapping) or encoding.get("version") != ENCODING_VERSION:
-        raise ValueError("Not a feature encoding written by hf_fairmtl.data.features.fit_feature_encoding")
-    if not isinstance(frame, pd.DataFrame):
-        frame = pd.DataFrame(dict(frame))
-    needed = [s["column"] for s in encoding["numeric"]] + [s["column"] for s in encoding["categorical"]]
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise ValueError(f"Raw rows lack feature column(s) {missing} that the stored encoding needs")
-    out = np.zeros((len(frame), encoding["num_features"]), dtype=np.float32)
-    position = 0
-    for spec in encoding["numeric"]:
-        values = pd.to_numeric(frame[spec["column"]], errors="coerce").to_numpy(dtype=np.float64)
-        values = np.where(np.isnan(values), spec["mean"], values)
-        out[:, position] = (values - spec["mean"]) / spec["std"]
-        position += 1
-    for spec in encoding["categorical"]:
-        slots = {name: i for i, name in enumerate(spec["categories"])}
-        width = len(slots) + (1 if spec["other"] else 0)
-        fallback = len(slots) if spec["other"] else -1
-        keys = _keys(frame[spec["column"]])
-        index = keys.map(slots).fillna(fallback).to_numpy(dtype=np.int64)
-        if spec["other"]:
-            # Missing values were counted as their own category when fitting; only *unseen* ones go to other.
-            index[(keys == MISSING_CATEGORY).to_numpy() & (index == fallback)] = -1
-        rows = np.flatnonzero(index >= 0)
-        out[rows, position + index[rows]] = 1.0
-        position += width
-    return out
 
 
 def encoded_dataset(
