@@ -194,8 +194,8 @@ def test_config_refuses_bad_postprocessing_entries():
 def test_fairlearn_anchors_on_tabular_rows():
     """LogReg, ThresholdOptimizer over it (thresholds on validation) and ExponentiatedGradient, per binary task."""
     config = _config()
-    train, validation, test = _rows(2000, seed=0), _rows(1000, seed=1), _rows(2000, seed=2)
-    results = fairlearn_anchors(train, validation, test, config, "sex", seed=0, eg_max_iter=20)
+    train, validation, test = _rows(1000, seed=0), _rows(800, seed=1), _rows(2000, seed=2)
+    results = fairlearn_anchors(train, validation, test, config, "sex", seed=0, eg_max_iter=10)
     assert set(results) == {
         "logistic_regression",
         "threshold_optimizer",
