@@ -16,6 +16,7 @@ from hf_fairmtl import FairMTLModel
 from hf_fairmtl.strategies import STRATEGIES
 from hf_fairmtl.strategies.adversarial import ganin_coefficient, reverse_gradient
 from hf_fairmtl.trainer import FairMTLTrainer
+from hf_fairmtl.weighting import WEIGHTINGS
 
 from .launching import accelerate_launch, run_processes
 from .synthetic import biased_rows, tabular_config, transfer_datasets
@@ -183,3 +184,15 @@ def test_two_processes_match_one(tmp_path) -> None:
         assert any(name.startswith("heads.") for name in values) == (case_id == "proxy_groups")
         for name, value in values.items():
             torch.testing.assert_close(double[case_id][name], value, rtol=1e-4, atol=1e-5, msg=f"{case_id}: {name}")
+
+
+@pytest.mark.parametrize("weighting", sorted(WEIGHTINGS))
+@pytest.mark.parametrize("strategy", ["adversarial", "balanced", "proxy_groups"])
+def test_debiasing_strategies_work_with_every_task_weighting(strategy: str, weighting: str, tmp_path) -> None:
+    train = Dataset.from_list(biased_rows(96, seed=13, with_groups=False) + biased_rows(96, seed=14))
+    trainer = train_tabular(
+        tmp_path, train, strategy=strategy, weighting=weighting, adversary_eo=True, max_steps=6, logging_steps=2
+    )
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logs and all(math.isfinite(entry["loss"]) for entry in logs)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
