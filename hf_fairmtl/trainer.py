@@ -150,10 +150,12 @@ class FairMTLTrainingArguments(TrainingArguments):
         metadata={"help": "`adversarial`: gradient-reversal strength λ_adv the encoder receives from the adversary."},
     )
     adversary_lr: float = field(
-        default=1e-3, metadata={"help": "`adversarial`: learning rate of the adversary's own Adam optimizer."}
+        default=1e-3,
+        metadata={"help": "`adversarial`, `proxy_groups`: learning rate of the adversaries' / attribute heads' Adam."},
     )
     adversary_hidden_size: int = field(
-        default=64, metadata={"help": "`adversarial`: hidden width of each group classifier (0 = linear)."}
+        default=64,
+        metadata={"help": "`adversarial`, `proxy_groups`: hidden width of each group classifier (0 = linear)."},
     )
     adversary_eo: bool = field(
         default=False,
