@@ -12,6 +12,7 @@ from .experiments.report import (  # noqa: F401
     plot_accuracy_eo,
     plot_gradnorm_weights,
     plot_group_rates,
+    plot_task_weights,
     plot_teacher_actions,
     plot_training_losses,
     summarize_run,

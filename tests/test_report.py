@@ -26,7 +26,7 @@ from .test_cli import write_tables
 PLOTS = (
     "accuracy_eo.png",
     "teacher_actions.png",
-    "gradnorm_weights.png",
+    "task_weights.png",
     "training_losses.png",
     "group_rates_target.png",
     "group_rates_auxiliary.png",

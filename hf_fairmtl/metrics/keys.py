@@ -9,7 +9,8 @@ Every figure hf_fairmtl logs or evaluates has a flat key (what `Trainer` logs an
 | `{task}_{attr}_tpr_{group}[_{class}]`      | `group_key(task, attr, "tpr", group, c)`   |
 | `{task}_{attr}_count_{group}`              | `group_key(task, attr, "count", group)`    |
 | `{task}_accuracy_loss`, `{task}_fairness_loss` | `loss_key(task, "accuracy")`           |
-| `{task}_gradnorm_weight`, `{task}_action`  | `task_key(task, "gradnorm_weight")`        |
+| `{task}_gradnorm_weight` (any weighting)   | `weight_key(task, "gradnorm")`             |
+| `{task}_action` (teacher)                  | `task_key(task, "action")`                 |
 | `mean_accuracy`, `ARA`, …                  | `overall_key(name)`                        |
 
 `attr` may be intersectional (`"gender*race"`, [`intersection_name`]). Every builder takes a `prefix`
@@ -38,8 +39,8 @@ COUNT = "count"
 """Per-group example count: `{task}_{attr}_count_{group}`."""
 LOSS_KINDS = ("accuracy", "fairness")
 """Training losses logged per task: `{task}_{kind}_loss`."""
-TRAINING_FIGURES = ("gradnorm_weight", "action")
-"""Other per-task training logs: `{task}_{figure}`."""
+TRAINING_FIGURES = ("action",)
+"""Other per-task training logs: `{task}_{figure}` (task weights: [`weight_key`])."""
 
 
 def with_prefix(key: str, prefix: str = "") -> str:
@@ -83,6 +84,11 @@ def loss_key(task: str, kind: str, prefix: str = "") -> str:
     if kind not in LOSS_KINDS:
         raise ValueError(f"Unknown loss kind {kind!r}; one of {', '.join(LOSS_KINDS)}")
     return task_key(task, f"{kind}{SEPARATOR}loss", prefix)
+
+
+def weight_key(task: str, weighting: str, prefix: str = "") -> str:
+    """`{task}_{weighting}_weight`: a task weight the trainer logs, e.g. `"target_gradnorm_weight"`."""
+    return task_key(task, f"{weighting}{SEPARATOR}weight", prefix)
 
 
 def overall_key(name: str, prefix: str = "") -> str:

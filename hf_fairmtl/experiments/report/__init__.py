@@ -8,6 +8,7 @@ from .plots import (
     plot_accuracy_eo,
     plot_gradnorm_weights,
     plot_group_rates,
+    plot_task_weights,
     plot_teacher_actions,
     plot_training_losses,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "plot_accuracy_eo",
     "plot_gradnorm_weights",
     "plot_group_rates",
+    "plot_task_weights",
     "plot_teacher_actions",
     "plot_training_losses",
     "summarize_run",

@@ -13,8 +13,8 @@ from .plots import (
     PLOTS_DIR,
     percent,
     plot_accuracy_eo,
-    plot_gradnorm_weights,
     plot_group_rates,
+    plot_task_weights,
     plot_teacher_actions,
     plot_training_losses,
     safe_name,
@@ -87,12 +87,12 @@ def write_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = 
         plot = plot_group_rates(run, task, plots / f"group_rates_{safe_name(task)}.png")
         if plot is not None:
             lines += [f"![{task}]({PLOTS_DIR}/{plot.name})", ""]
-    gradnorm_plot = plot_gradnorm_weights(run, plots / "gradnorm_weights.png")
-    lines += ["## GradNorm task weights", ""]
-    if gradnorm_plot is not None:
-        lines += [f"![GradNorm weights]({PLOTS_DIR}/{gradnorm_plot.name})", ""]
+    weights_plot = plot_task_weights(run, plots / "task_weights.png")
+    lines += ["## Task weights", ""]
+    if weights_plot is not None:
+        lines += [f"![task weights]({PLOTS_DIR}/{weights_plot.name})", ""]
     else:
-        lines += ["No method of this run used GradNorm.", ""]
+        lines += ["No method of this run logged adaptive task weights (GradNorm, uncertainty, DWA).", ""]
     loss_plot = plot_training_losses(run, plots / "training_losses.png")
     if loss_plot is not None:
         lines += ["## Training losses", "", f"![training losses]({PLOTS_DIR}/{loss_plot.name})", ""]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ...metrics.keys import EVAL_PREFIX, attribute_key, group_key, loss_key, task_key, without_prefix
+from ...metrics.keys import EVAL_PREFIX, attribute_key, group_key, loss_key, task_key, weight_key, without_prefix
 from ..run_folder import MethodResult, RunResults, as_number
 
 PLOTS_DIR = "plots"
@@ -250,22 +250,30 @@ def _training_entries(result: MethodResult) -> list[dict[str, Any]]:
     return [e for e in result.log_history if not any(without_prefix(k, EVAL_PREFIX) is not None for k in e)]
 
 
-def plot_gradnorm_weights(run: RunResults, path: str | os.PathLike) -> Path | None:
-    """GradNorm task weights over training steps, one panel per method that used GradNorm (all seeds drawn)."""
+def _logged_weighting(result: MethodResult, tasks: Sequence[str]) -> str | None:
+    """The registered task weighting whose weights a run logged (`{task}_{weighting}_weight`), if any."""
+    from ...weighting import WEIGHTINGS  # the registry imports torch modules; only needed when plotting
+
+    entries = _training_entries(result)
+    for name in WEIGHTINGS:
+        if any(_series(entries, weight_key(task, name))[0].size for task in tasks):
+            return name
+    return None
+
+
+def plot_task_weights(run: RunResults, path: str | os.PathLike) -> Path | None:
+    """Task weights over training steps (GradNorm, uncertainty, DWA, ... whichever the method logged), one panel
+    per method that logged any (all seeds drawn); `None` when no method did."""
     tasks = run.info.tasks
-    methods = [
-        m
-        for m in run.methods
-        if any(_series(_training_entries(r), task_key(t, "gradnorm_weight"))[0].size for r in run.of(m) for t in tasks)
-    ]
-    if not methods:
+    panels = [(m, name) for m in run.methods if (name := _logged_weighting(run.of(m)[0], tasks)) is not None]
+    if not panels:
         return None
     palette = _palette()
-    fig, axes = _subplots(1, len(methods), figsize=(4.6 * len(methods), 3.2), sharey=True)
-    for ax, method in zip(axes[0], methods, strict=True):
+    fig, axes = _subplots(1, len(panels), figsize=(4.6 * len(panels), 3.2), sharey=True)
+    for ax, (method, weighting) in zip(axes[0], panels, strict=True):
         for t, task in enumerate(tasks):
             for k, result in enumerate(run.of(method)):
-                steps, weights = _series(_training_entries(result), task_key(task, "gradnorm_weight"))
+                steps, weights = _series(_training_entries(result), weight_key(task, weighting))
                 ax.plot(
                     steps,
                     weights,
@@ -275,14 +283,18 @@ def plot_gradnorm_weights(run: RunResults, path: str | os.PathLike) -> Path | No
                     marker="." if steps.size < 30 else None,
                 )
         ax.axhline(1.0, color="gray", lw=0.8, ls=":")
-        ax.set_title(method, fontsize=9)
+        ax.set_title(f"{method} ({weighting})", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("task weight (sum = #tasks)", fontsize=8)
+    axes[0][0].set_ylabel("task weight", fontsize=8)
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle("GradNorm task weights", fontsize=10)
+    fig.suptitle("Task weights", fontsize=10)
     return _save(fig, path)
+
+
+plot_gradnorm_weights = plot_task_weights
+"""Former name of [`plot_task_weights`] (it plots any logged task weighting now)."""
 
 
 def plot_training_losses(run: RunResults, path: str | os.PathLike) -> Path | None:
