@@ -30,7 +30,7 @@ from .losses import FAIRNESS_LOSSES, build_fairness_loss
 from .losses.distributed import all_reduce_sum
 from .losses.task_losses import TASK_LOSSES, build_task_losses, class_counts, resolve_task_loss_names
 from .metrics import make_compute_metrics
-from .metrics.keys import loss_key, task_key
+from .metrics.keys import EVAL_PREFIX, loss_key, task_key, weight_key, with_prefix, without_prefix
 from .modeling_fairmtl import IGNORE_INDEX, FairMTLModelOutput
 from .strategies import FAIRNESS_GRAD_TARGETS, STRATEGIES, BatchView, Strategy, TaskTerms
 from .teacher.settings import TeacherSettings
@@ -705,7 +705,7 @@ class FairMTLTrainer(Trainer):
             if term.fairness is not None:
                 self._record(mode, loss_key(term.task, "fairness"), term.fairness, term.present)
             if self.weighting.name != "equal":
-                self._record(mode, task_key(term.task, f"{self.weighting.name}_weight"), weights[term.index])
+                self._record(mode, weight_key(term.task, self.weighting.name), weights[term.index])
             for name, value in self.strategy.log_values(term).items():
                 self._record(mode, task_key(term.task, name), value)
 
@@ -720,20 +720,17 @@ class FairMTLTrainer(Trainer):
         self._record(mode, name, torch.as_tensor(value))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
-        values = self._logged_values[mode]
+        prefix = _evaluation_prefix(logs)
+        values = self._logged_values["train" if prefix is None else "eval"]
         if values:
             names = sorted(values)
-            sums = torch.stack([torch.stack([torch.stack(pair) for pair in values[name]]).sum(0) for name in names]).to(
-                self.args.device
-            )
+            sums = torch.stack([torch.stack([torch.stack(pair) for pair in values[name]]).sum(0) for name in names])
             # Sum over ranks, then divide: every rank logs the same, global numbers.
-            sums = all_reduce_sum(sums)
-            prefix = "eval_" if mode == "eval" else ""
+            sums = all_reduce_sum(sums.to(self.args.device))
             for name, (total, weight) in zip(names, sums.tolist(), strict=True):
                 if weight > 0:
                     # In place: `evaluate()` returns this very dict, so it carries the same keys as the log.
-                    logs[prefix + name] = round(total / weight, 6)
+                    logs[with_prefix(name, prefix or "")] = round(total / weight, 6)
             values.clear()
         super().log(logs, start_time)
 
@@ -840,6 +837,14 @@ class FairMTLTrainer(Trainer):
         except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing to the user
             raise ValueError(f"{path} cannot be read ({type(error).__name__}: {error}); the file is corrupt") from None
         self.load_fairmtl_state_dict(state, source=path)
+
+
+def _evaluation_prefix(logs: dict[str, Any]) -> str | None:
+    """The metric prefix of an evaluation's logs (`"eval"`, or `"test"` from `predict`); `None` for training logs."""
+    for key in logs:
+        if key.endswith("_runtime") and not key.startswith("train_"):
+            return key[: -len("_runtime")]
+    return EVAL_PREFIX if any(without_prefix(key, EVAL_PREFIX) is not None for key in logs) else None
 
 
 def _module_key(attr: str) -> str:

@@ -146,6 +146,9 @@ class FairnessLoss(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    citation: ClassVar[str | None] = None
 
     def __init__(self, num_groups: int, num_classes: int = 2, conditions: str = "both", **kwargs: Any) -> None:
         if kwargs:

@@ -20,6 +20,10 @@ class DPGapLoss(FairnessLoss):
     accepted for a uniform interface and has no effect. With fewer than two groups present the loss is 0.
     """
 
+    title = "Demographic-parity gap"
+    description = "the spread of the groups' mean predicted positive probability"
+    citation = None
+
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         batch = self.prepare(logits, labels, groups)
         score = batch.log_probs[:, self.one_vs_rest_classes].exp()  # [B, K]

@@ -51,6 +51,15 @@ class EpsDEOLoss(FairnessLoss):
         epsilon: 0-dim buffer holding the last computed ε (detached), for logging: `loss.epsilon.item()`.
     """
 
+    title = "ε-differential equalized odds"
+    description = "the largest log-ratio of smoothed group TPRs and FPRs, penalised above a target ε"
+    citation = """@inproceedings{foulds2020intersectional,
+  title = {An Intersectional Definition of Fairness},
+  author = {Foulds, James R. and Islam, Rashidul and Keya, Kamrun Naher and Pan, Shimei},
+  booktitle = {IEEE International Conference on Data Engineering},
+  year = {2020}
+}"""
+
     def __init__(
         self,
         num_groups: int,

@@ -21,6 +21,15 @@ class LossGapEOLoss(FairnessLoss):
     binary task). With fewer than two groups present the loss is 0.
     """
 
+    title = "Loss-gap equalized odds"
+    description = "per class, each group's loss distance from the class's mean loss"
+    citation = """@inproceedings{shen2022optimising,
+  title = {Optimising Equal Opportunity Fairness in Model Training},
+  author = {Shen, Aili and Han, Xudong and Cohn, Trevor and Baldwin, Timothy and Frermann, Lea},
+  booktitle = {Proceedings of NAACL},
+  year = {2022}
+}"""
+
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         batch = self.prepare(logits, labels, groups)
         nll = -batch.log_probs.gather(1, batch.labels.unsqueeze(1))  # [B, 1]

@@ -26,6 +26,15 @@ class RobustEOLoss(FairnessLoss):
     loss is 0 (nothing to be fair between).
     """
 
+    title = "Robust log-loss"
+    description = "the worst group's log-loss on positives plus the worst group's on negatives"
+    citation = """@inproceedings{roy2022learning,
+  title = {Learning to Teach Fairness-aware Deep Multi-task Learning},
+  author = {Roy, Arjun and Ntoutsi, Eirini},
+  booktitle = {Machine Learning and Knowledge Discovery in Databases (ECML PKDD)},
+  year = {2022}
+}"""
+
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         batch = self.prepare(logits, labels, groups)
         classes = self.one_vs_rest_classes

@@ -113,6 +113,7 @@ class Strategy:
             (10 for eps_deo, 1 otherwise). 0 makes F_t a logged monitor that trains nothing (`adversarial`,
             `balanced`: their own term debiases; a user composes a fairness loss by setting λ).
         uses_fairness: Whether the trainer computes fairness losses for it (`False` for `vanilla`).
+        uses_fairness_weight: Whether `fairness_weight` (λ) enters its objective (reports then name λ).
     """
 
     name: ClassVar[str] = ""
@@ -124,6 +125,7 @@ class Strategy:
     conditions: ClassVar[str] = "both"
     default_fairness_weight: ClassVar[float | None] = None
     uses_fairness: ClassVar[bool] = True
+    uses_fairness_weight: ClassVar[bool] = False
 
     def __init__(self, args: Any, config: FairMTLConfig, fairness_attributes: dict[str, list[str]]) -> None:
         self.args = args

@@ -27,6 +27,7 @@ class WeightedStrategy(Strategy):
   archivePrefix = {arXiv}
 }"""
     default_fairness_loss = "eps_deo"
+    uses_fairness_weight = True
 
     def combine(self, terms: TaskTerms, batch: BatchView) -> TaskObjective:
         if terms.fairness is None:
