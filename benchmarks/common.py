@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import transformers
 
+from hf_fairmtl.metrics.keys import EVAL_PREFIX, attribute_key, task_key
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -243,10 +245,16 @@ def train_and_predict(
 
 
 def task_figures(metrics: Mapping[str, float], task: str, attribute: str) -> dict[str, float]:
-    """Accuracy and the group-gap metrics of one task and attribute from `eval_*` metric keys."""
-    figures = {"accuracy": float(metrics[f"eval_{task}_accuracy"])}
+    """Accuracy, the collapse figures and the group gaps of one task and attribute from `eval_*` metric keys.
+
+    `collapsed` / `majority_prediction_share` ride along so `relative_scores` can leave collapsed tasks out.
+    """
+    figures = {"accuracy": float(metrics[task_key(task, "accuracy", EVAL_PREFIX)])}
+    for name in ("majority_prediction_share", "collapsed"):
+        if task_key(task, name, EVAL_PREFIX) in metrics:
+            figures[name] = float(metrics[task_key(task, name, EVAL_PREFIX)])
     for name in ("eo_violation", "tpr_gap", "fpr_gap", "eps_deo", "dp_gap"):
-        key = f"eval_{task}_{attribute}_{name}"
+        key = attribute_key(task, attribute, name, EVAL_PREFIX)
         if key in metrics:
             figures[name] = float(metrics[key])
     return figures

@@ -141,11 +141,12 @@ def main() -> None:
 
 
 def task_figures(metrics: dict, tasks: list[str], attribute: str) -> dict[str, dict[str, float]]:
-    """Per task accuracy and EO violation, the input of `relative_scores`."""
+    """Per task accuracy, EO violation and collapse flag: the input of `relative_scores`."""
     return {
         task: {
             "accuracy": metrics[f"eval_{task}_accuracy"],
             "eo_violation": metrics[f"eval_{task}_{attribute}_eo_violation"],
+            "collapsed": metrics.get(f"eval_{task}_collapsed", 0.0),
         }
         for task in tasks
     }
