@@ -65,6 +65,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lookahead1": {"lookahead_lr": 1.0},
     "balanced": BALANCED,
     "balanced_lookahead1": {**BALANCED, "lookahead_lr": 1.0},
+    "interval1": {"interval": 1},
+    "balanced_interval1": {**BALANCED, "interval": 1},
+    "balanced_lookahead1_interval1": {**BALANCED, "lookahead_lr": 1.0, "interval": 1},
+    "balanced_lookahead1_interval1_refresh1": {**BALANCED, "lookahead_lr": 1.0, "interval": 1, "heldout_refresh": 1},
 }
 
 
@@ -112,7 +116,7 @@ def train_run(
     if callback is not None:
         run["fairness_share"] = callback.summary()
         run["history"] = [[step, list(actions)] for step, actions in callback.action_history]
-        run["diagnostics"] = [dict(record) for record in callback.diagnostics]
+        run["diagnostics"] = [{k: round(v, 5) for k, v in record.items()} for record in callback.diagnostics]
         run["diagnostic_summary"] = summarise_diagnostics(callback.diagnostics, tasks)
     return run
 

@@ -21,6 +21,7 @@ from hf_fairmtl.teacher import (
     ACCURACY_ACTION,
     ARGUMENT_FIELDS,
     FAIRNESS_ACTION,
+    HeldoutSet,
     MultiTaskDQN,
     TaskTeacher,
     TeacherCallback,
@@ -223,6 +224,43 @@ def test_lookahead_is_one_sgd_step_on_a_copy() -> None:
     assert flatten_parameters(candidates[0]).shape == (6 * 3 + 3,)
 
 
+# ---------------------------------------------------------------------------------------------- held-out scoring
+
+
+def heldout_rows(**options) -> tuple[HeldoutSet, torch.Tensor]:
+    """20 rows, 10 % positive, two groups; features = one-hot of the label (a perfect head is easy to build)."""
+    labels = torch.tensor([1, 1] + [0] * 18).reshape(-1, 1)
+    groups = torch.tensor([0, 1] * 10)
+    features = F.one_hot(labels[:, 0], 2).float()
+    heldout = HeldoutSet({"features": features}, labels, {"group": groups}, [2], [["group"]], **options)
+    return heldout, features
+
+
+def test_heldout_score_plain_balanced_and_collapse_guard() -> None:
+    head = nn.Linear(2, 2)
+    with torch.no_grad():  # always predicts class 0: 90 % accurate, "perfectly fair", collapsed
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([1.0, 0.0]))
+    params = trainable_head_parameters(head)
+    plain, features = heldout_rows()
+    assert plain.score(0, head, params, features) == (pytest.approx(0.9), 0.0)
+    balanced, _ = heldout_rows(accuracy_metric="balanced_accuracy")
+    assert balanced.score(0, head, params, features) == (pytest.approx(0.5), 0.0)
+    guarded, _ = heldout_rows(accuracy_metric="balanced_accuracy", collapse_threshold=0.95)
+    accuracy, eo = guarded.score(0, head, params, features)
+    assert accuracy == pytest.approx(0.5) and math.isnan(eo)  # a collapsed head has no EO to be best at
+    with torch.no_grad():  # the identity head: perfect and not collapsed, EO measured again
+        head.weight.copy_(torch.eye(2))
+        head.bias.zero_()
+    assert guarded.score(0, head, trainable_head_parameters(head), features) == (pytest.approx(1.0), 0.0)
+    # The guard lets a teacher stuck on a collapsed head prefer the action that leaves it: with EO unmeasured,
+    # only the (balanced) accuracy gain counts, where the paper's reward gives the collapsed head the best score.
+    teacher = TaskTeacher([6])
+    teacher.observe(0, 0.5, math.nan)
+    assert teacher.reward(0, 0.7, 0.2) == pytest.approx(0.4)
+    assert teacher_reward(0.85, 0.2, best_accuracy=0.9, best_eo_violation=0.0) < 0
+
+
 # ---------------------------------------------------------------------------------------------- in the trainer
 
 
@@ -365,6 +403,8 @@ def test_training_argument_defaults_are_the_teacher_settings(tmp_path) -> None:
         TeacherCallback(intervl=3)
     with pytest.raises(ValueError, match="teacher_heldout_refresh"):
         TeacherSettings(heldout_refresh=0)
+    with pytest.raises(ValueError, match="reward_accuracy"):
+        TeacherSettings(reward_accuracy="f1")
 
 
 def test_teacher_gradnorm_has_its_own_settings(tmp_path) -> None:
