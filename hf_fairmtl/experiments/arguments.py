@@ -149,12 +149,35 @@ class ExperimentArguments:
         },
     )
     make_report: bool = field(default=True, metadata={"help": "Write report.md and plots at the end of train."})
+    postprocess: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also report `<method>+thresholds`: group-specific (randomised) thresholds for this constraint "
+            "(Hardt et al. 2016), fitted on the validation rows of every binary task with known groups, applied "
+            "on the held-out rows. A saved model (--save_model) keeps them in its config.",
+            "choices": ["equalized_odds", "demographic_parity"],
+        },
+    )
+    postprocess_objective: str = field(
+        default="accuracy",
+        metadata={
+            "help": "What the thresholds maximise under the constraint: accuracy (fairlearn's default) or "
+            "balanced_accuracy (keeps imbalanced tasks from being post-processed into one class).",
+            "choices": ["accuracy", "balanced_accuracy"],
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):  # a single method from a config file
             self.methods = [self.methods]
         for method in self.methods or []:
             parse_method(method)
+        if self.postprocess not in (None, "equalized_odds", "demographic_parity"):
+            raise ValueError(f"--postprocess must be equalized_odds or demographic_parity, got {self.postprocess!r}")
+        if self.postprocess_objective not in ("accuracy", "balanced_accuracy"):
+            raise ValueError(
+                f"--postprocess_objective must be accuracy or balanced_accuracy, got {self.postprocess_objective!r}"
+            )
 
 
 def _json_dict(name: str, value: Any) -> dict | None:

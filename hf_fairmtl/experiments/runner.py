@@ -29,10 +29,12 @@ from .run_folder import (
     RunResults,
     load_run,
     method_dir,
+    save_method_result,
     save_trainer_result,
     write_json,
     write_run_info,
 )
+from .thresholds import THRESHOLDS_SUFFIX, thresholds_metrics
 
 EVAL_RESULTS_FILE = "eval_results.json"
 
@@ -125,6 +127,12 @@ def _train_method(
     trainer.train()
     metrics = trainer.evaluate(test)
     save_trainer_result(run_dir, method, seed, trainer, metrics)
+    if experiment_args.postprocess and validation is not None:
+        post = thresholds_metrics(
+            trainer, validation, test, experiment_args.postprocess, experiment_args.postprocess_objective, seed
+        )
+        if post is not None and trainer.is_world_process_zero():
+            save_method_result(run_dir, thresholds_name(method), seed, post, trainer.state.log_history)
     if experiment_args.save_model:
         folder = method_dir(run_dir, method, seed) / "model"
         trainer.save_model(str(folder))
@@ -201,9 +209,14 @@ def run_experiment(
     factory, tokenizer, config = model_factory(model_args, splits)
     train, validation, test = build_datasets(splits, config, tokenizer, data_args)
     settings = _run_settings(data_args, model_args, training_kwargs, tokenizer, (train, validation, test))
+    if experiment_args.postprocess and validation is None:
+        raise ValueError("--postprocess fits thresholds on validation rows: the data has no validation split")
+    reported = list(methods)
+    if experiment_args.postprocess:
+        reported += [thresholds_name(method) for method in methods]
     info = RunInfo.from_config(
         config,
-        methods,
+        reported,
         seeds,
         settings=settings,
         task_notes=task_notes(splits),
@@ -224,6 +237,11 @@ def run_experiment(
         printer(f"run directory: {run_dir}  ({info.settings['wall time (s)']:.0f} s)")
         return load_run(run_dir)
     return RunResults(info=info, results=live, run_dir=run_dir)
+
+
+def thresholds_name(method: str) -> str:
+    """`weighted` → `weighted+thresholds`: the row of a method's post-processed predictions."""
+    return f"{method}+{THRESHOLDS_SUFFIX}"
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
