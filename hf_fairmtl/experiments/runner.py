@@ -15,6 +15,7 @@ from transformers import set_seed
 from ..cards import write_model_card
 from ..configuration_fairmtl import FairMTLConfig
 from ..data import SourceSplits, build_multitask_dataset
+from ..losses.task_losses import class_counts, default_task_losses
 from ..modeling_fairmtl import FairMTLModel
 from ..trainer import FairMTLTrainer, FairMTLTrainingArguments
 from .arguments import DataArguments, ExperimentArguments, ModelArguments
@@ -171,6 +172,7 @@ def _run_settings(
         "batch size": training_kwargs.get("per_device_train_batch_size"),
         "learning rate": training_kwargs.get("learning_rate"),
         "max steps": training_kwargs.get("max_steps"),
+        "task loss": json.dumps(training_kwargs["task_loss"]) if training_kwargs.get("task_loss") else None,
     }
     return {key: value for key, value in settings.items() if value is not None}
 
@@ -208,6 +210,7 @@ def run_experiment(
     splits = load_splits(data_args)
     factory, tokenizer, config = model_factory(model_args, splits)
     train, validation, test = build_datasets(splits, config, tokenizer, data_args)
+    training_kwargs = _default_task_losses(training_kwargs, data_args, config, train)
     settings = _run_settings(data_args, model_args, training_kwargs, tokenizer, (train, validation, test))
     if experiment_args.postprocess and validation is None:
         raise ValueError("--postprocess fits thresholds on validation rows: the data has no validation split")
@@ -237,6 +240,19 @@ def run_experiment(
         printer(f"run directory: {run_dir}  ({info.settings['wall time (s)']:.0f} s)")
         return load_run(run_dir)
     return RunResults(info=info, results=live, run_dir=run_dir)
+
+
+def _default_task_losses(
+    training_kwargs: Mapping[str, Any], data_args: DataArguments, config: FairMTLConfig, train: Any
+) -> Mapping[str, Any]:
+    """Tabular data without a `--task_loss`: `balanced` for every task whose majority class exceeds 80 %.
+
+    On census, plain cross-entropy predicts the majority class of income, union and dividends (balanced accuracy
+    0.5), and a constant predictor's gaps are 0 without being fair (benchmarks/results/postprocessing_census.md).
+    """
+    if data_args.modality != "tabular" or training_kwargs.get("task_loss") is not None:
+        return training_kwargs
+    return {**training_kwargs, "task_loss": default_task_losses(class_counts(train, config))}
 
 
 def thresholds_name(method: str) -> str:
