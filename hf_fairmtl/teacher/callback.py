@@ -17,7 +17,13 @@ from .diagnostics import diagnostic_record, logged_diagnostic_keys
 from .dqn import TaskTeacher, Transition
 from .heldout import HeldoutSet
 from .interface import TeacherStudent
-from .lookahead import flatten_parameters, global_gradient_reducer, lookahead_step, trainable_head_parameters
+from .lookahead import (
+    eval_mode,
+    flatten_parameters,
+    global_gradient_reducer,
+    lookahead_step,
+    trainable_head_parameters,
+)
 from .settings import ACCURACY_ACTION, TeacherSettings
 
 logger = logging.getLogger(__name__)
@@ -183,6 +189,18 @@ class TeacherCallback(TrainerCallback):
         model = self.trainer.student_model()
         batch = self.trainer.latest_train_batch()
         features = self.heldout_features()
+        with eval_mode(model.heads):  # once for all heads: no train/eval switch per simulated head
+            states, transitions, scores = self._look_ahead(teacher, model, batch, features)
+        result = teacher.update(transitions)
+        actions, q = teacher.select_actions(torch.stack(states))
+        actions = self._apply(step, actions)
+        self._diagnose(step, result, transitions, scores, q, actions)
+        return actions
+
+    def _look_ahead(
+        self, teacher: TaskTeacher, model: torch.nn.Module, batch: Mapping[str, Any] | None, features: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[Transition | None], list[dict[str, Any]]]:
+        """Per task: observe the current head, build its state, simulate both actions (see [`_transition`])."""
         states, transitions, scores = [], [], []
         for t, task in enumerate(self.tasks):
             head = model.heads[task]
@@ -197,11 +215,7 @@ class TeacherCallback(TrainerCallback):
                 transition, candidates = self._transition(t, head, params, state, batch, features, scored)
             transitions.append(transition)
             scores.append({"accuracy": accuracy, "eo": eo_violation, "candidates": candidates})
-        result = teacher.update(transitions)
-        actions, q = teacher.select_actions(torch.stack(states))
-        actions = self._apply(step, actions)
-        self._diagnose(step, result, transitions, scores, q, actions)
-        return actions
+        return states, transitions, scores
 
     def _transition(
         self,

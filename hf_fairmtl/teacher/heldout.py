@@ -12,7 +12,7 @@ from torch import nn
 from ..groups import UNKNOWN_GROUP, attribute_group_ids
 from ..metrics import fairness_metrics, task_metrics
 from ..modeling_fairmtl import IGNORE_INDEX
-from .lookahead import head_logits
+from .lookahead import eval_mode, head_logits
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "features")
 ENCODE_CHUNK = 256
@@ -107,19 +107,13 @@ class HeldoutSet:
 
     def encode(self, model: nn.Module, device: torch.device) -> torch.Tensor:
         """Shared features of the rows with the current encoder, in eval mode and without gradient."""
-        modes = [(module, module.training) for module in model.modules()]
-        model.eval()
-        try:
-            chunks = []
-            with torch.no_grad():
-                for start in range(0, self.num_rows, ENCODE_CHUNK):
-                    inputs = {k: v[start : start + ENCODE_CHUNK].to(device) for k, v in self.inputs.items()}
-                    chunks.append(model.encode(**inputs))
-            self.num_encodings += 1
-            return torch.cat(chunks)
-        finally:
-            for module, mode in modes:
-                module.training = mode
+        chunks = []
+        with eval_mode(model), torch.no_grad():
+            for start in range(0, self.num_rows, ENCODE_CHUNK):
+                inputs = {k: v[start : start + ENCODE_CHUNK].to(device) for k, v in self.inputs.items()}
+                chunks.append(model.encode(**inputs))
+        self.num_encodings += 1
+        return torch.cat(chunks)
 
     def features(self, model: nn.Module, device: torch.device) -> torch.Tensor:
         """The features one teacher step scores on: re-encoded when the cache is `refresh` steps old."""
@@ -147,10 +141,13 @@ class HeldoutSet:
             predictions = head_logits(head, params, features[labelled.to(features.device)]).argmax(-1).cpu()
         y_true = labels[labelled].numpy()
         y_pred = predictions.numpy()
-        figures = task_metrics(y_true, y_pred, threshold=self.collapse_threshold or 1.0)
-        accuracy = figures[self.accuracy_metric]
-        if self.collapse_threshold is not None and figures["collapsed"]:
-            return float(accuracy), math.nan
+        if self.accuracy_metric == "accuracy" and self.collapse_threshold is None:  # the paper's: no extra figures
+            accuracy = float((y_true == y_pred).mean())
+        else:
+            figures = task_metrics(y_true, y_pred, threshold=self.collapse_threshold or 1.0)
+            accuracy = figures[self.accuracy_metric]
+            if self.collapse_threshold is not None and figures["collapsed"]:
+                return float(accuracy), math.nan
         violations = []
         for attr in self.fairness_attributes[task_index]:
             groups = self.groups[attr][labelled]

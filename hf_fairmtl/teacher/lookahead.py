@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -35,19 +36,30 @@ def unflatten_parameters(flat: torch.Tensor, shapes: Sequence[torch.Size]) -> li
     return out
 
 
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode inside the block, its previous mode (and its submodules') restored after."""
+    modes = [(sub, sub.training) for sub in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for sub, mode in modes:
+            sub.training = mode
+
+
 def head_logits(head: nn.Module, params: Mapping[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
     """Logits of `head` with `params` in place of its trainable parameters, in eval mode (no dropout).
 
     Eval mode keeps the look-ahead deterministic and away from the global RNG, so the student's own
-    dropout draws are the same with or without a teacher.
+    dropout draws are the same with or without a teacher. A head already in eval mode (a teacher step puts
+    every head there once, see [`eval_mode`]) is not switched back and forth.
     """
-    was_training = head.training
-    head.eval()
-    try:
-        first = next(iter(params.values()))
+    first = next(iter(params.values()))
+    if not head.training:
         return torch.func.functional_call(head, dict(params), (features.to(first.dtype),), strict=False)
-    finally:
-        head.train(was_training)
+    with eval_mode(head):
+        return torch.func.functional_call(head, dict(params), (features.to(first.dtype),), strict=False)
 
 
 def lookahead_step(
