@@ -47,6 +47,26 @@ def test_measured_gap_equals_fairness_metrics(metric: str, num_classes: int) -> 
     assert measured_gap(counts, metric).item() == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_eo_gap_surrogate_is_the_eo_violation_of_confident_predictions(num_classes: int) -> None:
+    """`eo_gap` is EO violation with soft rates: on near one-hot logits it equals the measured gap."""
+    from hf_fairmtl.losses import build_fairness_loss
+
+    rng = np.random.default_rng(num_classes)
+    labels = rng.integers(0, num_classes, 300)
+    predictions = np.where(rng.random(300) < 0.7, labels, rng.integers(0, num_classes, 300))
+    groups = rng.integers(0, 2, 300)
+    logits = torch.nn.functional.one_hot(torch.as_tensor(predictions), num_classes).double() * 40.0
+    logits.requires_grad_(True)
+    loss = build_fairness_loss("eo_gap", num_groups=2, num_classes=num_classes)(
+        logits, torch.as_tensor(labels), torch.as_tensor(groups)
+    )
+    expected = fairness_metrics(labels, predictions, groups, num_classes=num_classes)["eo_violation"]
+    assert loss.item() == pytest.approx(expected, abs=1e-9)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
 def phased_rows(biased_steps: int, fair_steps: int, batch: int) -> list[dict]:
     """`biased_steps` batches where the group decides the labels, then `fair_steps` where groups are shuffled.
 
@@ -73,6 +93,7 @@ def test_multipliers_rise_while_violated_and_fall_to_zero_once_met(tmp_path) -> 
         multiplier_lr=1.0,
         per_device_train_batch_size=batch,
         train_sampling_strategy="sequential",
+        lr_scheduler_type="constant",  # the dual step follows the schedule: constant = exactly multiplier_lr
         logging_steps=1,
     )
     trace = multiplier_trace(trainer)
@@ -145,15 +166,27 @@ def test_two_processes_hold_the_same_multipliers_as_one(tmp_path) -> None:
 
 
 def test_heldout_target_met_where_achievable(tmp_path) -> None:
-    """Vanilla's held-out EO violation is ≈ 0.8 on this data; a bound of 0.15 is met on held-out rows."""
-    train = Dataset.from_list(biased_rows(1200, seed=1, bias=3.0))
-    heldout = Dataset.from_list(biased_rows(600, seed=2, bias=3.0))
-    trainer = train_tabular(tmp_path, train, strategy="constrained", fairness_target=0.15, num_train_epochs=6)
-    metrics = trainer.evaluate(heldout)
-    for task in ("target", "auxiliary"):
-        assert metrics[f"eval_{task}_group_eo_violation"] <= 0.15 + 0.05, metrics
-        assert metrics[f"eval_{task}_balanced_accuracy"] >= 0.65 and metrics[f"eval_{task}_collapsed"] == 0, metrics
-    assert min(multiplier_trace(trainer, "auxiliary")) >= 0.0
+    """A bound of 0.1 (vanilla ≈ 0.2 here) is met on held-out rows on average over 3 seeds, without collapse."""
+    gaps, balanced = [], []
+    for seed in range(3):
+        train = Dataset.from_list(biased_rows(1200, seed=1 + seed))
+        heldout = Dataset.from_list(biased_rows(600, seed=10 + seed))
+        trainer = train_tabular(
+            tmp_path / str(seed),
+            train,
+            seed=seed,
+            strategy="constrained",
+            fairness_target=0.1,
+            multiplier_lr=0.3,
+            num_train_epochs=6,
+        )
+        metrics = trainer.evaluate(heldout)
+        gaps.append([metrics[f"eval_{task}_group_eo_violation"] for task in ("target", "auxiliary")])
+        balanced.append([metrics[f"eval_{task}_balanced_accuracy"] for task in ("target", "auxiliary")])
+        assert metrics["eval_target_collapsed"] == 0 and metrics["eval_auxiliary_collapsed"] == 0
+        assert min(multiplier_trace(trainer, "auxiliary")) >= 0.0
+    assert np.all(np.mean(gaps, axis=0) <= 0.1 + 0.05), gaps
+    assert np.all(np.mean(balanced, axis=0) >= 0.75), balanced
 
 
 def test_transfer_constraint_on_auxiliary_debiases_the_target(tmp_path) -> None:

@@ -25,7 +25,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..configuration_fairmtl import FairMTLConfig
-from ..losses.base import masked_spread
+from ..losses.base import FairnessLoss, masked_spread, register_fairness_loss
 from ..losses.distributed import all_reduce_sum
 from ..losses.eps_deo import DEFAULT_CONCENTRATION
 from ..modeling_fairmtl import IGNORE_INDEX
@@ -146,6 +146,29 @@ def measured_gap(confusion: torch.Tensor, metric: str, alpha: float = DEFAULT_CO
     raise ValueError(f"Unknown fairness_metric {metric!r}; choose one of {list(CONSTRAINT_METRICS)}")
 
 
+@register_fairness_loss("eo_gap")
+class EOGapLoss(FairnessLoss):
+    """Soft equalized-odds gap: `(max − min)_g E[p_1 | y=1, g] + (max − min)_g E[p_1 | y=0, g]`.
+
+    The differentiable stand-in for `eo_violation` in its own units (soft rates instead of hard ones), the default
+    surrogate of `constrained`: its gradient stays bounded where ε-DEO's log rates blow up on rare classes. Group
+    means are over the global batch (exact under DDP). Multi-class: one-vs-rest per class, averaged over classes
+    (the macro average of `fairness_metrics`). `conditions="positive"` / `"negative"` keep the TPR / FPR side.
+    """
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        batch = self.prepare(logits, labels, groups)
+        classes = self.one_vs_rest_classes
+        positive, negative = batch.class_indicators(classes)
+        score = batch.log_probs[:, classes].exp()
+        zero = torch.zeros((), dtype=score.dtype, device=score.device)
+        soft = torch.cat([torch.where(positive, score, zero), torch.where(negative, score, zero)], dim=1)
+        sums, counts = batch.group_statistics(soft, torch.cat([positive, negative], dim=1))
+        spread = masked_spread(sums / counts.clamp(min=1), counts > 0)  # [2K]: max − min over groups with rows
+        width = positive.shape[1]
+        return self.zero_unless_two_groups(self.combine_sides(spread[:width], spread[width:]).mean(), counts.sum(1))
+
+
 class MultiplierStep(TrainerCallback):
     """Runs the dual-ascent step of a [`ConstrainedStrategy`] after every optimizer step (on every rank)."""
 
@@ -172,7 +195,7 @@ class ConstrainedStrategy(Strategy):
         "follow the measured gap of hard predictions, the parameters a differentiable surrogate (Cotter et al. 2019)"
     )
     citation = COTTER_2019_CITATION
-    default_fairness_loss = "eps_deo"
+    default_fairness_loss = "eo_gap"
     uses_fairness_target = True  # swept over `fairness_target` (hf_fairmtl.experiments.sweeps)
 
     def __init__(self, args: Any, config: FairMTLConfig, fairness_attributes: dict[str, list[str]]) -> None:
@@ -205,7 +228,9 @@ class ConstrainedStrategy(Strategy):
         weights = self._on(losses.device).multipliers[indices].to(losses.dtype)
         return TaskObjective(
             weighted=terms.exact_accuracy,
-            unweighted=(weights * losses).sum() / terms.micro_batches,
+            # The weighting adds `w_t · CE_t / T`: dividing by T too keeps the share `(w_t · CE_t + Σ_a λ_a F_a) / T`,
+            # so λ is in units of the task's own loss whatever the number of tasks.
+            unweighted=(weights * losses).sum() / (terms.micro_batches * self.config.num_tasks),
             objective=terms.accuracy,
         )
 
