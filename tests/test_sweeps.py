@@ -125,3 +125,12 @@ def test_summary_and_plot(tmp_path) -> None:
     anchor = TradeOffPoint("fairlearn", 0.85, 0.12, label="ExponentiatedGradient")
     path = plot_trade_off(cloud, tmp_path / "income.png", "income: accuracy vs EO", anchors=[anchor])
     assert path.stat().st_size > 10_000 and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_swept_names_are_methods_of_the_cli() -> None:
+    from hf_fairmtl.experiments.methods import method_arguments, parse_method
+
+    assert parse_method("weighted+gradnorm[λ=3]") == ("weighted", "gradnorm")
+    args = method_arguments({}, "constrained[target=0.05]", seed=0, output_dir="unused")
+    assert args.strategy == "constrained" and args.fairness_target == 0.05
+    assert method_arguments({"fairness_weight": 1.0}, "weighted[λ=3]", seed=0, output_dir="unused").fairness_weight == 3

@@ -12,6 +12,7 @@ from ..strategies import STRATEGIES
 from ..trainer import FairMTLTrainingArguments
 from ..utils import suggest_names
 from ..weighting import WEIGHTINGS
+from .sweeps import split_method_name
 
 DEFAULT_METHODS = ("vanilla", "weighted", "teacher+gradnorm")
 METHOD_SEPARATOR = "+"
@@ -34,7 +35,8 @@ def parse_method(method: str) -> tuple[str, str | None]:
     Raises:
         ValueError: Naming the method, the registered strategies and weightings, and close matches.
     """
-    strategy, plus, weighting = method.partition(METHOD_SEPARATOR)
+    plain, _ = split_method_name(method)  # a swept method, e.g. "weighted[λ=3]" (hf_fairmtl.experiments.sweeps)
+    strategy, plus, weighting = plain.partition(METHOD_SEPARATOR)
     if strategy in STRATEGIES and (not plus or weighting in WEIGHTINGS):
         return strategy, weighting if plus else None
     kind, wrong, names = (
@@ -55,7 +57,8 @@ def method_arguments(
     arguments treat as `gradnorm=True`); without one, the `weighting`/`gradnorm` of `training_kwargs` apply.
     """
     strategy, weighting = parse_method(method)
-    settings = {**training_kwargs, "strategy": strategy, "seed": seed, "output_dir": output_dir}
+    settings = {**training_kwargs, **split_method_name(method)[1], "strategy": strategy, "seed": seed}
+    settings["output_dir"] = output_dir
     if weighting is not None:
         settings["weighting"] = weighting
         settings["gradnorm"] = weighting == GRADNORM or bool(training_kwargs.get("gradnorm"))
