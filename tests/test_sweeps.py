@@ -134,3 +134,10 @@ def test_swept_names_are_methods_of_the_cli() -> None:
     args = method_arguments({}, "constrained[target=0.05]", seed=0, output_dir="unused")
     assert args.strategy == "constrained" and args.fairness_target == 0.05
     assert method_arguments({"fairness_weight": 1.0}, "weighted[λ=3]", seed=0, output_dir="unused").fairness_weight == 3
+
+
+def test_sweep_methods_reads_the_registered_strategies() -> None:
+    from hf_fairmtl.experiments.sweeps import sweep_methods
+
+    methods = sweep_methods(["vanilla", "constrained+gradnorm"], {"fairness_target": [0.3, 0.1]})
+    assert methods == ["vanilla", "constrained+gradnorm[target=0.3]", "constrained+gradnorm[target=0.1]"]

@@ -124,6 +124,26 @@ def strategy_sweep_setting(strategy: type) -> str | None:
     return None
 
 
+def sweep_methods(methods: Sequence[str], sweeps: Mapping[str, Sequence[float]]) -> list[str]:
+    """[`expand_sweeps`] with each method's setting read from its registered strategy; returns the method names.
+
+    Example (what `hf-fairmtl train` does with `--fairness_target 0.3 0.2 0.1`):
+        ```python
+        argv, sweeps = split_sweep_argv(argv)
+        methods = sweep_methods(["vanilla", "constrained"], sweeps)
+        # ["vanilla", "constrained[target=0.3]", "constrained[target=0.2]", "constrained[target=0.1]"]
+        ```
+    """
+    from ..strategies import STRATEGIES
+
+    settings = {}
+    for method in methods:
+        plain = split_method_name(method)[0]
+        strategy = plain.partition("+")[0]
+        settings[plain] = strategy_sweep_setting(STRATEGIES.get_class(strategy)) if strategy in STRATEGIES else None
+    return [point.name for point in expand_sweeps(methods, sweeps, settings)]
+
+
 def split_sweep_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, list[float]]]:
     """Take `--fairness_weight 0 1 3 10` / `--fairness_target ...` with two or more values out of `argv`.
 
