@@ -4,8 +4,9 @@ Per task t and fairness attribute a the user sets a bound `gap_{t,a} ≤ target_
 `fairness_metric` units: EO violation by default). Training is a two-player game (Cotter, Jiang & Sridharan 2019;
 TFCO's `AdditiveExternalRegretOptimizer` with proxy constraints, cooper's `strict_violation`):
 
-- the parameters minimise `Σ_t [CE_t + Σ_a λ_{t,a} · F_{t,a}]`, with `F_{t,a}` the differentiable surrogate of the
-  loss registry (`fairness_loss`, any registered loss) on the logits `fairness_grad_to` routes;
+- the parameters minimise `(1/T) Σ_t [w_t · CE_t + Σ_a λ_{t,a} · F_{t,a}]` (w_t from the task weighting), with
+  `F_{t,a}` the differentiable surrogate of the loss registry (`fairness_loss`, any registered loss; default
+  `eo_gap`, defined here: the EO violation of soft predictions) on the logits `fairness_grad_to` routes;
 - the multipliers follow the *measured* constraint: once per optimizer step,
   `λ_{t,a} ← clip(λ_{t,a} + multiplier_lr · (gap_{t,a} − target_{t,a}), 0, multiplier_max)`, where `gap_{t,a}` is
   computed from hard predictions, on per-group confusion counts summed over the last `constraint_window` optimizer
@@ -14,6 +15,11 @@ TFCO's `AdditiveExternalRegretOptimizer` with proxy constraints, cooper's `stric
 A multiplier rises while its constraint is violated and decays to 0 once it is met with room to spare, so a loose
 target costs no accuracy. Constraining only an auxiliary task with the surrogate routed to the shared encoder
 (`fairness_grad_to="shared"`, the default) is the fairness-transfer setting with a target instead of a λ.
+
+Caveats (measured, benchmarks/results/quality_constrained.md): the final iterate of the game oscillates around the
+bound, so a held-out gap can miss the target by the oscillation's amplitude (a smaller `multiplier_lr` narrows it);
+a constraint the model cannot meet (a task it does not learn, whose gap is noise) drives its multiplier to
+`multiplier_max`, and its surrogate then degrades the shared encoder for every task: leave such tasks unconstrained.
 """
 
 from __future__ import annotations
