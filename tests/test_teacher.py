@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hf_fairmtl import FairMTLConfig, FairMTLModel
+from hf_fairmtl import TeacherCallback as PublicTeacherCallback
 from hf_fairmtl.teacher import (
     ACCURACY_ACTION,
     ARGUMENT_FIELDS,
@@ -415,6 +416,19 @@ def test_teacher_gradnorm_has_its_own_settings(tmp_path) -> None:
     gradnorm = trainer.teacher_callback.teacher.gradnorm
     assert gradnorm.alpha == 0.7
     assert gradnorm.optimizer.param_groups[0]["lr"] == 0.01
+
+
+def test_state_from_before_the_cache_still_loads(tmp_path) -> None:
+    """A checkpoint written before the held-out cache and the diagnostics existed (only teacher + settings) loads."""
+    assert PublicTeacherCallback is TeacherCallback
+    trainer = small_trainer(tmp_path, max_steps=4)
+    trainer.train()
+    callback = trainer.teacher_callback
+    old_format = {"teacher": callback.teacher.state_dict(), "settings": callback.settings.as_dict()}
+    fresh = small_trainer(tmp_path / "fresh", max_steps=4).teacher_callback
+    fresh.load_state_dict(old_format)
+    assert fresh.action_history == callback.action_history
+    assert fresh.heldout.cached is None and fresh.diagnostics == []
 
 
 def test_callback_needs_the_typed_interface(tmp_path) -> None:
