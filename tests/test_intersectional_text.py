@@ -147,3 +147,19 @@ def test_example_main_runs_on_a_tiny_model(tmp_path) -> None:
         assert "eval_gender_qa_gender*race_eo_violation" in metrics
         assert "eval_race_qa_gender*race_eps_deo" in metrics and "eval_race_qa_race_eo_violation" in metrics
         assert "eval_gender_qa_gender*race_tpr_female*black" in metrics
+
+
+def test_cli_trains_on_the_packaged_dataset(tmp_path, capsys) -> None:
+    """`hf-fairmtl train --dataset bbq_intersectional`: MiniLM, single-axis ε-DEO, gender*race metrics."""
+    from hf_fairmtl.cli import main
+
+    run_dir = tmp_path / "run"
+    argv = ["train", "--dataset", "bbq_intersectional", "--max_rows", "8", "--max_test_rows", "6"]
+    argv += ["--max_steps", "1", "--max_length", "48", "--methods", "vanilla", "weighted"]
+    argv += ["--fairness_attributes", '{"gender_qa": ["gender"], "race_qa": ["race"]}']
+    argv += ["--output_dir", str(run_dir), "--disable_tqdm", "true"]
+    assert main(argv) == 0
+    assert "gender_qa" in capsys.readouterr().out
+    for method in ("vanilla", "weighted"):
+        metrics = json.loads((method_dir(run_dir, method, 42) / METRICS_FILE).read_text())
+        assert "eval_gender_qa_gender*race_eo_violation" in metrics and "eval_race_qa_race_tpr_gap" in metrics

@@ -115,6 +115,20 @@ def _census_intersectional(args: DataArguments) -> SourceSplits:
     )
 
 
+@register_dataset(
+    "bbq_intersectional",
+    "text",
+    "BBQ QA candidates: gender_qa with gender only, race_qa with race only, gender*race evaluation on "
+    "Race_x_gender (--max_rows / --max_test_rows count questions; use --max_length 96)",
+)
+def _bbq_intersectional(args: DataArguments) -> SourceSplits:
+    from ..data import load_intersectional_text_sources
+
+    return load_intersectional_text_sources(
+        max_examples=args.max_rows, max_heldout_examples=args.max_test_rows, seed=args.split_seed
+    )
+
+
 @register_dataset("acs", "tabular", "folktables ACS PUMS, the 5 L2T-FMT tasks; see --acs_root_dir", selects_tasks=True)
 def _acs(args: DataArguments) -> SourceSplits:
     from ..data import load_acs_sources
