@@ -244,6 +244,21 @@ def _cell(block: Mapping[str, Any], key: str) -> str:
     return format_mean_std(block[key]) if key in block else "n/a"
 
 
+def group_rows_collapsed(figures: Mapping[str, Any]) -> bool:
+    """Whether every gender × race group has TPR = FPR = 0 (or both 1): one answer for every named candidate.
+
+    The "unknown" candidates carry no group, so a model can be right on them and still never accept (or always
+    accept) a named person; its group gaps are then 0 by construction, not fairness.
+    """
+    rates = [v for k, v in figures.items() if k.startswith(("tpr_", "fpr_")) and v is not None and math.isfinite(v)]
+    return bool(rates) and (all(v == 0 for v in rates) or all(v == 1 for v in rates))
+
+
+def _group_collapse_mark(runs: Sequence[Mapping[str, Any]], task: str) -> str:
+    count = sum(group_rows_collapsed(run[task]) for run in runs)
+    return f"⚠ {count}/{len(runs)}" if count else f"0/{len(runs)}"
+
+
 def _collapse_mark(block: Mapping[str, Any]) -> str:
     collapsed = block["collapsed"]["values"]
     return f" ⚠ collapsed in {int(sum(collapsed))}/{len(collapsed)} seeds" if any(collapsed) else ""
@@ -263,14 +278,18 @@ def _main_table(test: Mapping[str, Any]) -> list[str]:
         "EO race ↓",
         "ε-DEO race ↓",
         "top-class share",
+        "named candidates all one answer",
     ]
     rows = []
     for method, tasks in test["summary"].items():
         for task, block in tasks.items():
-            gaps = [_cell(block, f"{a}_{m}") for a in ATTRIBUTES for m in ("eo_violation", "eps_deo")]
+            order = (INTERSECTION, "gender", "race")  # the header's order
+            gaps = [_cell(block, f"{a}_{m}") for a in order for m in ("eo_violation", "eps_deo")]
             share = _cell(block, "majority_prediction_share") + _collapse_mark(block)
             seeds = block["accuracy"]["n"]
-            rows.append([method, task, seeds, _cell(block, "accuracy"), _cell(block, "macro_f1"), *gaps, share])
+            named = _group_collapse_mark(test["per_seed"][method], task)
+            cells = [_cell(block, "accuracy"), _cell(block, "macro_f1"), *gaps, share, named]
+            rows.append([method, task, seeds, *cells])
     return markdown_table(header, rows)
 
 
@@ -323,7 +342,9 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
         f"{settings['max_length']} tokens, lr {settings['learning_rate']}; test seeds {settings['seeds']}.",
         "- EO = |ΔTPR| + |ΔFPR| (max − min over groups); ε-DEO = smoothed ε-differential equalized odds. "
         "Top-class share: fraction of held-out rows given the most frequent prediction (≥ 0.95 = collapsed, ⚠). "
-        "Majority-class accuracy is 0.667 (a third of the candidates are correct).",
+        "Majority-class accuracy is 0.667 (a third of the candidates are correct). Named candidates all one "
+        "answer: seeds in which every gender × race group has TPR = FPR = 0 (no named person ever accepted) or "
+        "both 1; the group gaps of such a run are 0 by construction (⚠), not fair.",
         "",
         f"## λ on validation (seed 0): chosen λ = {tuning['chosen']:g}",
         "",
