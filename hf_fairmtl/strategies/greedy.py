@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
+from ..losses.robust_eo import RobustEOLoss
 from .base import BatchView, Strategy, TaskObjective, TaskTerms, register_strategy
 
-L2T_FMT_CITATION = """@inproceedings{roy2022learning,
-  title = {Learning to Teach Fairness-aware Deep Multi-task Learning},
-  author = {Roy, Arjun and Ntoutsi, Eirini},
-  booktitle = {Machine Learning and Knowledge Discovery in Databases (ECML PKDD)},
-  year = {2022}
-}"""
+L2T_FMT_CITATION = RobustEOLoss.citation  # the paper that defines both the loss and G-FMT
 
 
 def chosen_objective(terms: TaskTerms, use_fairness: bool) -> TaskObjective:
