@@ -233,10 +233,13 @@ def plot_trade_off(
     title: str,
     gap_label: str = "EO violation",
     anchors: Sequence[TradeOffPoint] = (),
+    pick: int | None = -1,
 ) -> Path:
     """Accuracy vs gap of one task: every point, each method's Pareto front as a line, the DTO pick circled.
 
-    Collapsed points are drawn hollow and labelled; `anchors` (e.g. fairlearn baselines) are drawn as black marks.
+    Collapsed points are drawn hollow; `anchors` (e.g. fairlearn baselines) are drawn as black marks (hollow and
+    labelled "collapsed" when they are). `pick` is the index of the recommended point (e.g. chosen on validation
+    figures); the default `-1` picks by DTO on `points` themselves, `None` draws no pick.
     """
     import matplotlib
     from matplotlib.figure import Figure
@@ -253,8 +256,10 @@ def plot_trade_off(
         front = [own[i] for i in pareto_front(own)]
         ax.plot([p.gap for p in front], [p.accuracy for p in front], color=color, label=method, lw=1.5)
     for marker, p in zip("Xs^Dv", anchors, strict=False):
-        ax.scatter(p.gap, p.accuracy, color="black", marker=marker, s=50, zorder=4, label=p.label or p.method)
-    pick = recommend(points)
+        label = (p.label or p.method) + (" (collapsed)" if p.collapsed else "")
+        face = "none" if p.collapsed else "black"
+        ax.scatter(p.gap, p.accuracy, color="black", facecolors=face, marker=marker, s=50, zorder=4, label=label)
+    pick = recommend(points) if pick == -1 else pick
     if pick is not None:
         ax.scatter(points[pick].gap, points[pick].accuracy, s=160, facecolors="none", edgecolors="red", zorder=5)
         ax.annotate("DTO pick", (points[pick].gap, points[pick].accuracy), xytext=(6, -12), textcoords="offset points")
