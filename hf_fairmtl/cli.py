@@ -52,6 +52,7 @@ from .experiments import (
     summary_rows,
     write_report,
 )
+from .experiments.sweeps import split_sweep_argv, sweep_methods
 from .trainer import FairMTLTrainingArguments
 from .utils import suggest_names
 
@@ -196,11 +197,15 @@ def parse_arguments(
 
 def train(argv: Sequence[str]) -> int:
     """`hf-fairmtl train`: compare methods x seeds, write the run directory and the report."""
+    # `--fairness_weight 0 1 3 10` / `--fairness_target 0.3 0.2 0.1` (2+ values) expand a method into a sweep.
+    argv, sweeps = split_sweep_argv(argv)
     data_args, model_args, experiment_args, training = parse_arguments("train", argv)
     strategy = training.pop("strategy")
     if experiment_args.methods and strategy:
         raise CLIError("give --methods (several methods) or --strategy (one), not both")
     methods = experiment_args.methods or ([strategy] if strategy else list(DEFAULT_METHODS))
+    if sweeps:
+        methods = sweep_methods(methods, sweeps)
     seeds = experiment_args.seeds or [training["seed"]]
     if training["output_dir"] is None:
         training["output_dir"] = os.path.join(

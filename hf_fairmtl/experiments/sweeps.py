@@ -197,11 +197,14 @@ def pareto_front(points: Sequence[TradeOffPoint]) -> list[int]:
     return sorted((i for i in usable if not dominated(i)), key=lambda i: (points[i].gap, -points[i].accuracy))
 
 
-def dto(points: Sequence[TradeOffPoint], utopia: tuple[float, float] | None = None) -> list[float]:
+def dto(
+    points: Sequence[TradeOffPoint], utopia: tuple[float, float] | None = None, gap_range: float = 1.0
+) -> list[float]:
     """fairlib's distance to the utopia point per point (NaN for collapsed or non-finite points).
 
-    Fairness is `1 − gap`, performance is accuracy; the utopia is `(max accuracy, max fairness)` over the usable
-    points unless given; both axes are divided by it and the distance is to `(1, 1)`.
+    Fairness is `1 − gap / gap_range` (fairlib's gaps lie in [0, 1]; pass `gap_range=2` for the EO violation
+    |ΔTPR| + |ΔFPR|, which lies in [0, 2]), performance is accuracy; the utopia is `(max accuracy, max fairness)`
+    over the usable points unless given; both axes are divided by it and the distance is to `(1, 1)`.
     """
     usable = [not p.collapsed and math.isfinite(p.accuracy) and math.isfinite(p.gap) for p in points]
     if utopia is None:
@@ -209,20 +212,22 @@ def dto(points: Sequence[TradeOffPoint], utopia: tuple[float, float] | None = No
             return [math.nan] * len(points)
         utopia = (
             max(p.accuracy for p, ok in zip(points, usable, strict=True) if ok),
-            max(1 - p.gap for p, ok in zip(points, usable, strict=True) if ok),
+            max(1 - p.gap / gap_range for p, ok in zip(points, usable, strict=True) if ok),
         )
     best_accuracy, best_fairness = utopia
     if best_accuracy <= 0 or best_fairness <= 0:
         raise ValueError(f"The utopia point {utopia} must be positive on both axes (accuracy, 1 − gap)")
     return [
-        math.hypot(1 - p.accuracy / best_accuracy, 1 - (1 - p.gap) / best_fairness) if ok else math.nan
+        math.hypot(1 - p.accuracy / best_accuracy, 1 - (1 - p.gap / gap_range) / best_fairness) if ok else math.nan
         for p, ok in zip(points, usable, strict=True)
     ]
 
 
-def recommend(points: Sequence[TradeOffPoint], utopia: tuple[float, float] | None = None) -> int | None:
+def recommend(
+    points: Sequence[TradeOffPoint], utopia: tuple[float, float] | None = None, gap_range: float = 1.0
+) -> int | None:
     """Index of the point with the smallest DTO (the first on ties); `None` when every point is collapsed."""
-    distances = dto(points, utopia)
+    distances = dto(points, utopia, gap_range)
     finite = [i for i, d in enumerate(distances) if math.isfinite(d)]
     return min(finite, key=lambda i: distances[i]) if finite else None
 
@@ -234,6 +239,7 @@ def plot_trade_off(
     gap_label: str = "EO violation",
     anchors: Sequence[TradeOffPoint] = (),
     pick: int | None = -1,
+    gap_range: float = 1.0,
 ) -> Path:
     """Accuracy vs gap of one task: every point, each method's Pareto front as a line, the DTO pick circled.
 
@@ -253,13 +259,16 @@ def plot_trade_off(
         color = palette(m % 10)
         for p in own:
             ax.scatter(p.gap, p.accuracy, color=color, facecolors="none" if p.collapsed else color, s=28, zorder=3)
+            if p.label and p.label != p.method:  # name the sweep point (e.g. "λ=3")
+                text = p.label[len(p.method) :].strip("[]") or p.label
+                ax.annotate(text, (p.gap, p.accuracy), xytext=(4, 4), textcoords="offset points", fontsize=7)
         front = [own[i] for i in pareto_front(own)]
         ax.plot([p.gap for p in front], [p.accuracy for p in front], color=color, label=method, lw=1.5)
     for marker, p in zip("Xs^Dv", anchors, strict=False):
         label = (p.label or p.method) + (" (collapsed)" if p.collapsed else "")
         face = "none" if p.collapsed else "black"
         ax.scatter(p.gap, p.accuracy, color="black", facecolors=face, marker=marker, s=50, zorder=4, label=label)
-    pick = recommend(points) if pick == -1 else pick
+    pick = recommend(points, gap_range=gap_range) if pick == -1 else pick
     if pick is not None:
         ax.scatter(points[pick].gap, points[pick].accuracy, s=160, facecolors="none", edgecolors="red", zorder=5)
         ax.annotate("DTO pick", (points[pick].gap, points[pick].accuracy), xytext=(6, -12), textcoords="offset points")

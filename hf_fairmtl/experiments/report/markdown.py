@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ...teacher.plots import plot_teacher_diagnostics
 from ..run_folder import RunResults, load_run
 from .plots import (
     PLOTS_DIR,
@@ -20,6 +21,7 @@ from .plots import (
     safe_name,
 )
 from .table import collapsed_cell, format_table, summary_rows
+from .trade_off import plot_trade_offs
 
 REPORT_FILE = "report.md"
 
@@ -43,6 +45,18 @@ def write_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = 
         lines += ["| setting | value |", "|---|---|"]
         lines += [f"| {key} | {_setting_text(value)} |" for key, value in info.settings.items()]
         lines.append("")
+    trade_offs = plot_trade_offs(run, plots)
+    if trade_offs:
+        lines += [
+            "## Accuracy vs fairness",
+            "",
+            "Every method (each sweep point too) on held-out rows, mean over seeds; the line joins each method's "
+            "Pareto front, the red circle is the point closest to the utopia point (DTO), hollow points collapsed to "
+            "one class (never counted fair).",
+            "",
+            *[f"![{path.stem}]({PLOTS_DIR}/{path.name})" for path in trade_offs],
+            "",
+        ]
     lines += [
         "## Held-out results",
         "",
@@ -80,6 +94,23 @@ def write_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = 
                 shares = ", ".join(f"{t}: {percent(v)}" for t, v in result.teacher["summary"].items())
                 lines.append(f"* {result.method}, seed {result.seed}: fairness-loss decisions {shares}")
         lines.append("")
+        first = next(r for r in run.results if r.teacher and r.teacher.get("history"))
+        diagnostics = plot_teacher_diagnostics(
+            first.log_history,
+            plots / "teacher_diagnostics.png",
+            history=first.teacher["history"],
+            tasks=first.teacher["tasks"],
+            history_tasks=first.teacher["tasks"],
+            title=f"Teacher diagnostics: {first.method}, seed {first.seed}",
+        )
+        if diagnostics is not None:
+            lines += [
+                "Why the teacher decided as it did (first teacher run): the look-ahead reward of each action and both "
+                "Q-values over training (means over each logging window), above the decisions.",
+                "",
+                f"![teacher diagnostics]({PLOTS_DIR}/{diagnostics.name})",
+                "",
+            ]
     else:
         lines += ["No method of this run used the teacher.", ""]
     lines += ["## Per-group TPR and FPR", ""]
