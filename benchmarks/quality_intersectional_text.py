@@ -24,7 +24,8 @@ Methods (same steps, batch, learning rate, pretrained all-MiniLM-L6-v2):
 λ rule (validation rows, seed 0; every run predicts the validation and the test rows in one pass): the λ of
 `--lambdas` with the lowest mean single-axis ε-DEO (gender on `gender_qa`,
 race on `race_qa`) whose mean accuracy is at most `--max_accuracy_drop` below vanilla's and that collapses no
-task; the intersectional figures are not used to choose.
+task (one class on ≥ 95 % of the rows, or one answer for every named candidate); the intersectional figures
+are not used to choose.
 """
 
 from __future__ import annotations
@@ -201,10 +202,14 @@ def tune_lambda(runs: Mapping[str, Mapping[str, Any]], args: argparse.Namespace)
     admissible = [
         w
         for w in args.lambdas
-        if mean_accuracy(validation[f"{w:g}"]) >= floor and not any(validation[f"{w:g}"][t]["collapsed"] for t in TASKS)
+        if mean_accuracy(validation[f"{w:g}"]) >= floor and not any(_collapsed(validation[f"{w:g}"][t]) for t in TASKS)
     ]
     chosen = min(admissible, key=lambda w: own_eps_deo(validation[f"{w:g}"])) if admissible else min(args.lambdas)
     return {"runs": validation, "accuracy_floor": floor, "admissible": admissible, "chosen": chosen}
+
+
+def _collapsed(figures: Mapping[str, Any]) -> bool:
+    return bool(figures["collapsed"]) or group_rows_collapsed(figures)
 
 
 def run_all(data: Mapping[str, Any], args: argparse.Namespace, methods: Sequence[str]) -> tuple[dict, dict]:
@@ -348,7 +353,8 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
         "",
         f"## λ on validation (seed 0): chosen λ = {tuning['chosen']:g}",
         "",
-        f"Admissible (mean accuracy ≥ {tuning['accuracy_floor']:.3f}, no collapse): {tuning['admissible']}.",
+        f"Admissible (mean accuracy ≥ {tuning['accuracy_floor']:.3f}, no collapse, named candidates not all one "
+        f"answer): {tuning['admissible']}; if none, the smallest λ is used.",
         "",
         *_tuning_table(tuning),
         "## Test: gaps over gender × race beside the single-axis ones",
