@@ -710,10 +710,8 @@ class FairMTLTrainer(Trainer):
                 self._record(mode, task_key(term.task, name), value)
 
     def _record(self, mode: str, name: str, value: torch.Tensor, weight: torch.Tensor | None = None) -> None:
-        # Kept on device and averaged at log time: no host sync per step.
-        value = value.detach().float().reshape(())
-        weight = torch.ones_like(value) if weight is None else weight.detach().to(value).reshape(())
-        self._logged_values[mode][name].append((value * weight, weight))
+        # Kept on device and averaged at log time: no host sync and no arithmetic per step (T tasks × a few keys).
+        self._logged_values[mode][name].append((value.detach(), None if weight is None else weight.detach()))
 
     def record_metric(self, name: str, value: float | torch.Tensor, mode: str = "train") -> None:
         """Add a value to be averaged over the logging window and merged into the next `log()` call."""
@@ -724,7 +722,7 @@ class FairMTLTrainer(Trainer):
         values = self._logged_values["train" if prefix is None else "eval"]
         if values:
             names = sorted(values)
-            sums = torch.stack([torch.stack([torch.stack(pair) for pair in values[name]]).sum(0) for name in names])
+            sums = torch.stack([_weighted_sum(values[name]).to(self.args.device) for name in names])
             # Sum over ranks, then divide: every rank logs the same, global numbers.
             sums = all_reduce_sum(sums.to(self.args.device))
             for name, (total, weight) in zip(names, sums.tolist(), strict=True):
@@ -837,6 +835,14 @@ class FairMTLTrainer(Trainer):
         except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing to the user
             raise ValueError(f"{path} cannot be read ({type(error).__name__}: {error}); the file is corrupt") from None
         self.load_fairmtl_state_dict(state, source=path)
+
+
+def _weighted_sum(pairs: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+    """`[Σ w·v, Σ w]` of recorded `(value, weight)` pairs (weight `None` = 1), in float32 on the values' device."""
+    values = torch.stack([value.float().reshape(()) for value, _ in pairs])
+    ones = torch.ones((), device=values.device)
+    weights = torch.stack([ones if w is None else w.float().reshape(()).to(values.device) for _, w in pairs])
+    return torch.stack([(values * weights).sum(), weights.sum()])
 
 
 def _evaluation_prefix(logs: dict[str, Any]) -> str | None:

@@ -207,6 +207,8 @@ def dto(
     over the usable points unless given; both axes are divided by it and the distance is to `(1, 1)`.
     """
     usable = [not p.collapsed and math.isfinite(p.accuracy) and math.isfinite(p.gap) for p in points]
+    if utopia is not None and (utopia[0] <= 0 or utopia[1] <= 0):
+        raise ValueError(f"The utopia point {utopia} must be positive on both axes (accuracy, 1 − gap)")
     if utopia is None:
         if not any(usable):
             return [math.nan] * len(points)
@@ -215,10 +217,15 @@ def dto(
             max(1 - p.gap / gap_range for p, ok in zip(points, usable, strict=True) if ok),
         )
     best_accuracy, best_fairness = utopia
-    if best_accuracy <= 0 or best_fairness <= 0:
-        raise ValueError(f"The utopia point {utopia} must be positive on both axes (accuracy, 1 − gap)")
+
+    def ratio(value: float, best: float) -> float:
+        # Every point at 0 on an axis (e.g. EO violation 2 everywhere): that axis tells them apart no more.
+        return value / best if best > 0 else 1.0
+
     return [
-        math.hypot(1 - p.accuracy / best_accuracy, 1 - (1 - p.gap / gap_range) / best_fairness) if ok else math.nan
+        math.hypot(1 - ratio(p.accuracy, best_accuracy), 1 - ratio(1 - p.gap / gap_range, best_fairness))
+        if ok
+        else math.nan
         for p, ok in zip(points, usable, strict=True)
     ]
 
