@@ -190,8 +190,9 @@ def run_setting(
         if name != STL:
             pairs = zip(runs_of, per_seed[STL], strict=True)
             relative = [_relative(run["tasks"], stl_run["tasks"]) for run, stl_run in pairs]
-            for key in ("ARA", "AREO", "balanced_ARA"):
-                block[key] = mean_std([r[key] for r in relative])
+            for key in ("ARA", "AREO", "balanced_ARA", "ARA_without_collapsed", "AREO_without_collapsed"):
+                block[key] = mean_std([r.get(key, float("nan")) for r in relative])
+            block["num_collapsed_tasks"] = mean_std([r.get("num_collapsed_tasks", float("nan")) for r in relative])
             block["per_task_relative"] = {
                 task: {
                     key: mean_std([r.get(f"{task}_{key}", float("nan")) for r in relative])
@@ -250,10 +251,20 @@ def render_markdown(payload: dict[str, Any]) -> str:
                 format_mean_std(block["ARA"]),
                 format_mean_std(block["AREO"]),
                 format_mean_std(block["balanced_ARA"]),
+                format_mean_std(block["num_collapsed_tasks"], digits=1),
+                " / ".join(format_mean_std(block[key]) for key in ("ARA_without_collapsed", "AREO_without_collapsed")),
                 f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "—",
             ]
         )
-    header = ["method", "ARA ↑", "AREO ↓", "balanced-accuracy ARA ↑ (ours)", "paper Table 1 (ACS-PUMS) ARA / AREO"]
+    header = [
+        "method",
+        "ARA ↑",
+        "AREO ↓",
+        "balanced-accuracy ARA ↑ (ours)",
+        "collapsed tasks (of MTL or STL)",
+        "ARA / AREO without collapsed tasks",
+        "paper Table 1 (ACS-PUMS) ARA / AREO",
+    ]
     lines += markdown_table(header, rows)
     lines += [
         f"## Per task: accuracy / balanced accuracy / EO violation ({result['attribute']})",
