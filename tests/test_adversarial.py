@@ -20,7 +20,7 @@ from hf_fairmtl.weighting import WEIGHTINGS
 
 from .launching import accelerate_launch, run_processes
 from .synthetic import biased_rows, tabular_config, transfer_datasets
-from .test_trainer import make_args, target_eo, train_tabular
+from .test_trainer import make_args, straight_and_resumed, target_eo, train_tabular
 
 ON_AUXILIARY = '{"auxiliary": ["group"]}'
 
@@ -157,14 +157,7 @@ def test_resume_restores_adversaries_and_their_optimizer_exactly(tmp_path) -> No
         "save_strategy": "steps",
         "save_steps": 6,
     }
-    straight = train_tabular(tmp_path / "straight", train, **overrides)
-    torch.manual_seed(123)  # resuming must not depend on the ambient RNG
-    resumed = FairMTLTrainer(
-        model=FairMTLModel(tabular_config()), args=make_args(tmp_path / "resumed", **overrides), train_dataset=train
-    )
-    resumed.train(resume_from_checkpoint=str(tmp_path / "straight" / "checkpoint-6"))
-    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
-        torch.testing.assert_close(b, a, msg=name)
+    straight, resumed = straight_and_resumed(tmp_path, train, 6, **overrides)
     torch.testing.assert_close(resumed.strategy.adversaries.state_dict(), straight.strategy.adversaries.state_dict())
     torch.testing.assert_close(
         resumed.strategy.optimizer.state_dict()["state"], straight.strategy.optimizer.state_dict()["state"]

@@ -16,7 +16,7 @@ from hf_fairmtl.trainer import FairMTLTrainer
 
 from .synthetic import NUM_FEATURES, biased_rows, tabular_config
 from .test_adversarial import degenerate_rows
-from .test_trainer import make_args, train_tabular
+from .test_trainer import make_args, straight_and_resumed, train_tabular
 
 
 def test_registered_with_card_metadata() -> None:
@@ -134,13 +134,7 @@ def test_resume_restores_running_counts_exactly(tmp_path) -> None:
         "save_strategy": "steps",
         "save_steps": 6,
     }
-    straight = train_tabular(tmp_path / "straight", train, **overrides)
-    resumed = FairMTLTrainer(
-        model=FairMTLModel(tabular_config()), args=make_args(tmp_path / "resumed", **overrides), train_dataset=train
-    )
-    resumed.train(resume_from_checkpoint=str(tmp_path / "straight" / "checkpoint-6"))
-    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
-        torch.testing.assert_close(b, a, msg=name)
+    straight, resumed = straight_and_resumed(tmp_path, train, 6, **overrides)
     torch.testing.assert_close(resumed.strategy.counts, straight.strategy.counts)
 
 

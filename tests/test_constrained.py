@@ -18,7 +18,7 @@ from hf_fairmtl.trainer import FairMTLTrainer
 
 from .launching import accelerate_launch, run_processes
 from .synthetic import biased_rows, tabular_config, transfer_datasets
-from .test_trainer import make_args, train_tabular
+from .test_trainer import make_args, straight_and_resumed, train_tabular
 
 DDP_SCRIPT = Path(__file__).parent / "distributed" / "constrained_ddp.py"
 
@@ -122,14 +122,7 @@ def test_resume_gives_same_parameters_and_multipliers(tmp_path) -> None:
         "save_strategy": "steps",
         "save_steps": 10,
     }
-    straight = train_tabular(tmp_path / "straight", train, **overrides)
-    torch.manual_seed(123)  # resuming must not depend on the ambient RNG
-    resumed = FairMTLTrainer(
-        model=FairMTLModel(tabular_config()), args=make_args(tmp_path / "resumed", **overrides), train_dataset=train
-    )
-    resumed.train(resume_from_checkpoint=str(tmp_path / "straight" / "checkpoint-10"))
-    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
-        torch.testing.assert_close(b, a, msg=name)
+    straight, resumed = straight_and_resumed(tmp_path, train, 10, **overrides)
     assert straight.strategy.multipliers.abs().sum() > 0  # the run did move the multipliers
     for name in ("multipliers", "measured", "window_counts"):
         torch.testing.assert_close(getattr(resumed.strategy, name), getattr(straight.strategy, name), msg=name)

@@ -16,7 +16,7 @@ from hf_fairmtl.trainer import FairMTLTrainer
 
 from .synthetic import biased_rows, tabular_config, transfer_datasets
 from .test_adversarial import degenerate_rows
-from .test_trainer import make_args, train_tabular
+from .test_trainer import make_args, straight_and_resumed, train_tabular
 
 LOSS_NAMES = sorted(FAIRNESS_LOSSES)
 BOTH_TASKS = '{"target": ["group"], "auxiliary": ["group"]}'
@@ -178,12 +178,6 @@ def test_resume_restores_the_attribute_heads_exactly(tmp_path) -> None:
         "save_strategy": "steps",
         "save_steps": 6,
     }
-    straight = train_tabular(tmp_path / "straight", train, **overrides)
-    resumed = FairMTLTrainer(
-        model=FairMTLModel(tabular_config()), args=make_args(tmp_path / "resumed", **overrides), train_dataset=train
-    )
-    resumed.train(resume_from_checkpoint=str(tmp_path / "straight" / "checkpoint-6"))
-    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
-        torch.testing.assert_close(b, a, msg=name)
+    straight, resumed = straight_and_resumed(tmp_path, train, 6, **overrides)
     torch.testing.assert_close(resumed.strategy.heads.state_dict(), straight.strategy.heads.state_dict())
     torch.testing.assert_close(resumed.fairness_losses.state_dict(), straight.fairness_losses.state_dict())

@@ -47,6 +47,22 @@ def train_tabular(tmp_path, train, eval_dataset=None, seed: int = 0, **overrides
     return trainer
 
 
+def straight_and_resumed(tmp_path, train, checkpoint_step: int, **overrides) -> tuple[FairMTLTrainer, FairMTLTrainer]:
+    """A straight run that writes `checkpoint-{checkpoint_step}`, and a fresh trainer resumed from it.
+
+    Asserts both end with the same parameters; the caller compares the plug-in's own state.
+    """
+    straight = train_tabular(tmp_path / "straight", train, **overrides)
+    torch.manual_seed(123)  # resuming must not depend on the ambient RNG
+    resumed = FairMTLTrainer(
+        model=FairMTLModel(tabular_config()), args=make_args(tmp_path / "resumed", **overrides), train_dataset=train
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "straight" / f"checkpoint-{checkpoint_step}"))
+    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
+        torch.testing.assert_close(b, a, msg=name)
+    return straight, resumed
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_each_strategy_trains_tabular(strategy: str, tmp_path) -> None:
     train = Dataset.from_list(biased_rows(256, seed=0))
