@@ -26,7 +26,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .cards import DEFAULT_TAGS
 from .configuration_fairmtl import FairMTLConfig
 from .groups import attribute_group_ids
-from .losses import FAIRNESS_LOSSES, build_fairness_loss
+from .losses import FAIRNESS_LOSSES, build_fairness_loss, stacked_fairness_loss
 from .losses.distributed import all_reduce_sum
 from .losses.task_losses import TASK_LOSSES, build_task_losses, class_counts, resolve_task_loss_names
 from .metrics import make_compute_metrics
@@ -524,14 +524,17 @@ class FairMTLTrainer(Trainer):
 
         Used by the teacher's look-ahead on copies of a head.
         """
-        was_training = self.fairness_losses.training
-        self.fairness_losses.eval()
+        task = self.fairmtl_config.tasks[task_index]
+        # Only this task's losses switch mode: a teacher step calls this once per task.
+        own = self.fairness_losses[task] if task in self.fairness_losses else nn.ModuleDict()
+        was_training = own.training
+        own.eval()
         try:
-            accuracy_loss, _ = self.task_losses[self.fairmtl_config.tasks[task_index]](logits, labels)
+            accuracy_loss, _ = self.task_losses[task](logits, labels)
             group_ids = self._group_id_lookup(group_labels, labels.shape[0], labels.device)
             return accuracy_loss, self._fairness_loss(task_index, logits, labels, group_ids)
         finally:
-            self.fairness_losses.train(was_training)
+            own.train(was_training)
 
     def batch_view(self, shared, logits, labels, group_labels, training: bool) -> BatchView:
         """What a strategy sees of a micro-batch (see [`BatchView`])."""
@@ -554,15 +557,40 @@ class FairMTLTrainer(Trainer):
             attribute_fairness_loss=attribute_fairness_loss,
         )
 
-    def _task_terms(self, t: int, batch: BatchView, window: tuple[torch.Tensor | None, int, int]) -> TaskTerms:
-        """CE_t (plain and window-normalised) and F_t of task `t` on the micro-batch."""
+    def _fairness_terms(self, batch: BatchView) -> list[torch.Tensor | None]:
+        """F_t of every task (`None` without fairness attributes), the tasks of each attribute in one stacked call.
+
+        Equal to `batch.fairness_loss(t, strategy.fairness_logits(t, batch))` per task; stacking matters at many
+        tasks, where the per-task small tensor operations, not the arithmetic, are the cost.
+        """
+        tasks = self.fairmtl_config.tasks
+        if not self.strategy.uses_fairness:
+            return [None] * len(tasks)
+        chosen = [t for t, task in enumerate(tasks) if task in self.fairness_losses]
+        logits = {t: self.strategy.fairness_logits(t, batch) for t in chosen}
+        values: dict[tuple[int, str], torch.Tensor] = {}
+        for attr in dict.fromkeys(a for t in chosen for a in self.fairness_attributes[tasks[t]]):
+            users = [t for t in chosen if attr in self.fairness_attributes[tasks[t]]]
+            for width in dict.fromkeys(logits[t].shape[-1] for t in users):  # stack tasks of one class count
+                same = [t for t in users if logits[t].shape[-1] == width]
+                losses = [self.fairness_losses[tasks[t]][_module_key(attr)] for t in same]
+                stacked = stacked_fairness_loss(
+                    losses, torch.stack([logits[t] for t in same]), batch.labels[:, same].T, batch.group_ids(attr)
+                )
+                values.update({(t, attr): stacked[i] for i, t in enumerate(same)})
+        return [
+            torch.stack([values[(t, attr)] for attr in self.fairness_attributes[task]]).mean() if t in logits else None
+            for t, task in enumerate(tasks)
+        ]
+
+    def _task_terms(
+        self, t: int, batch: BatchView, window: tuple[torch.Tensor | None, int, int], fairness: torch.Tensor | None
+    ) -> TaskTerms:
+        """CE_t (plain and window-normalised) of task `t` on the micro-batch, beside its F_t."""
         num_items, world_size, micro_batches = window
         task = self.fairmtl_config.tasks[t]
         accuracy, count = self.task_losses[task](batch.logits[t], batch.labels[:, t])
         exact = accuracy if num_items is None else accuracy * count * world_size / num_items[t].clamp(min=1)
-        fairness = None
-        if self.strategy.uses_fairness and task in self.fairness_losses:
-            fairness = batch.fairness_loss(t, self.strategy.fairness_logits(t, batch))
         return TaskTerms(t, task, accuracy, exact, fairness, count > 0, micro_batches, self.fairness_weights[task])
 
     def compute_loss(
@@ -575,7 +603,8 @@ class FairMTLTrainer(Trainer):
         batch, head_input = self._forward(model, inputs)
         self.fairness_losses.train(batch.training)
         window = self._accumulation_window(batch.training, num_items_in_batch)
-        terms = [self._task_terms(t, batch, window) for t in range(self.fairmtl_config.num_tasks)]
+        fairness = self._fairness_terms(batch)
+        terms = [self._task_terms(t, batch, window, fairness[t]) for t in range(self.fairmtl_config.num_tasks)]
         shares = [self.strategy.combine(term, batch) for term in terms]
         present = torch.stack([term.present for term in terms])
         task_losses = self.weighting.task_losses(

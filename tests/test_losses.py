@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -344,3 +345,75 @@ def test_eps_deo_single_group_batch_uses_running_estimates():
     value = loss(logits, torch.tensor([1, 0]), torch.tensor([0, 0]))
     value.backward()
     assert value.item() > 0 and logits.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------- stacking
+
+
+def stacked_inputs(num_tasks: int, num_classes: int, num_groups: int, soft: bool, seed: int):
+    """Random stacked task batches with missing labels, unknown groups, and one task without any label."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(num_tasks, 24, num_classes, dtype=torch.float64, generator=generator)
+    labels = torch.randint(0, num_classes, (num_tasks, 24), generator=generator)
+    labels[torch.rand(num_tasks, 24, generator=generator) < 0.3] = -100
+    labels[-1] = -100  # a task absent from the batch
+    if soft:
+        groups = torch.rand(24, num_groups, dtype=torch.float64, generator=generator)
+        groups[:3] = 0.0  # unknown rows
+    else:
+        groups = torch.randint(-1, num_groups, (24,), generator=generator)
+    return logits.requires_grad_(), labels, groups
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["ids", "soft"])
+@pytest.mark.parametrize("num_classes", [2, 3])
+@pytest.mark.parametrize("conditions", CONDITIONS)
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_stacked_losses_equal_one_call_per_task(name, conditions, num_classes, soft):
+    """One stacked call over T tasks gives each task's value, gradient and running state of T separate calls."""
+    from hf_fairmtl.losses import stacked_fairness_loss
+
+    assert FAIRNESS_LOSSES[name].supports_stacking
+    separate = [build_fairness_loss(name, 3, num_classes, conditions=conditions) for _ in range(4)]
+    stacked = [build_fairness_loss(name, 3, num_classes, conditions=conditions) for _ in range(4)]
+    for step in range(3):  # several steps: eps_deo's running estimates must stay per task
+        logits, labels, groups = stacked_inputs(4, num_classes, 3, soft, seed=step)
+        expected = torch.stack([loss(logits[t], labels[t], groups) for t, loss in enumerate(separate)])
+        (expected_grad,) = torch.autograd.grad(expected.sum(), logits)
+        values = stacked_fairness_loss(stacked, logits, labels, groups)
+        (grad,) = torch.autograd.grad(values.sum(), logits)
+        assert values.shape == (4,)
+        torch.testing.assert_close(values, expected, rtol=0, atol=1e-12)
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
+        assert values[-1].item() == 0.0  # the task without labels
+    for one, other in zip(separate, stacked, strict=True):
+        for key, value in one.state_dict().items():
+            torch.testing.assert_close(other.state_dict()[key], value)
+
+
+def test_losses_that_cannot_stack_run_one_call_per_task():
+    """A user loss without `supports_stacking` (and losses of different settings) fall back to separate calls."""
+    from hf_fairmtl.losses import stacked_fairness_loss
+
+    calls = []
+
+    class CountingLoss(FairnessLoss):
+        def forward(self, logits, labels, groups):
+            calls.append(logits.shape)
+            return logits.sum() * 0.0 + len(calls)
+
+    logits, labels, groups = stacked_inputs(3, 2, 2, soft=False, seed=0)
+    values = stacked_fairness_loss([CountingLoss(2) for _ in range(3)], logits, labels, groups)
+    assert calls == [torch.Size([24, 2])] * 3 and values.tolist() == [1.0, 2.0, 3.0]
+    mixed = [build_fairness_loss("eps_deo", 2, target_epsilon=0.0), build_fairness_loss("eps_deo", 2, target_epsilon=5)]
+    copies = copy.deepcopy(mixed)
+    values = stacked_fairness_loss(mixed, logits[:2], labels[:2], groups)
+    torch.testing.assert_close(values, torch.stack([copies[t](logits[t], labels[t], groups) for t in range(2)]))
+
+
+def test_stacked_logits_on_one_stateful_instance_are_refused():
+    logits, labels, groups = stacked_inputs(2, 2, 2, soft=False, seed=0)
+    with pytest.raises(ValueError, match="forward_stacked"):
+        build_fairness_loss("eps_deo", num_groups=2)(logits, labels, groups)
+    with pytest.raises(ValueError, match=r"labels must have shape \[2, 24\]"):
+        build_fairness_loss("robust_eo", num_groups=2)(logits, labels[0], groups)

@@ -366,3 +366,18 @@ def test_relative_scores_with_and_without_collapsed_tasks():
     assert math.isnan(scores["b_relative_eo_violation"]) and scores["AREO"] == pytest.approx(0.5)
     all_collapsed = relative_scores({"b": mtl["b"]}, {"b": stl["b"]})
     assert math.isnan(all_collapsed["ARA_without_collapsed"])
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_equalized_odds_violation_equals_fairness_metrics(num_classes):
+    """The teacher's cheap EO violation is exactly `fairness_metrics`' (unknown groups and missing labels too)."""
+    from hf_fairmtl.metrics import equalized_odds_violation
+
+    rng = np.random.default_rng(num_classes)
+    for _ in range(20):
+        y_true = rng.integers(0, num_classes, 60)
+        y_true[rng.random(60) < 0.2] = -100
+        y_pred = rng.integers(0, num_classes, 60)
+        groups = rng.integers(-1, 3, 60)
+        expected = fairness_metrics(y_true, y_pred, groups, num_classes=num_classes)["eo_violation"]
+        assert equalized_odds_violation(y_true, y_pred, groups, num_classes) == expected

@@ -439,3 +439,41 @@ def test_fairness_term_under_accumulation_is_a_per_micro_batch_estimate(tmp_path
     zero_accumulated = step(fairness_loss="eps_deo", fairness_weight=0.0, per_device_train_batch_size=8,
                             gradient_accumulation_steps=8)  # fmt: skip
     torch.testing.assert_close(zero_accumulated, zero, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("fairness_loss", ["eps_deo", "robust_eo"])
+def test_fairness_terms_of_many_tasks_equal_one_call_per_task(fairness_loss, tmp_path) -> None:
+    """The trainer's stacked F_t (one loss call per attribute) equals F_t computed task by task: values,
+    gradients and the losses' running state."""
+    import copy
+
+    tasks = ("a", "b", "c", "d")
+    train = Dataset.from_list(biased_rows(64, 0, tasks=tasks))
+    torch.manual_seed(0)
+    model = FairMTLModel(tabular_config(tasks))
+    trainer = FairMTLTrainer(
+        model=model, args=make_args(tmp_path, strategy="weighted", fairness_loss=fairness_loss), train_dataset=train
+    )
+    inputs = trainer.data_collator([train[i] for i in range(32)])
+    inputs["labels"][:5, 1] = -100  # tasks with different labelled rows
+    inputs["labels"][:, 3] = -100  # and one task absent from the batch
+    stacked_losses = copy.deepcopy(trainer.fairness_losses)
+
+    def terms_and_grads(per_task: bool):
+        model.zero_grad()
+        batch, _ = trainer._forward(model, inputs)
+        if per_task:
+            values = [batch.fairness_loss(t, trainer.strategy.fairness_logits(t, batch)) for t in range(len(tasks))]
+        else:
+            values = trainer._fairness_terms(batch)
+        torch.stack(values).sum().backward()
+        return torch.stack(values).detach(), [p.grad.clone() for p in model.encoder.parameters()]
+
+    expected, expected_grads = terms_and_grads(per_task=True)
+    per_task_losses, trainer.fairness_losses = trainer.fairness_losses, stacked_losses
+    values, grads = terms_and_grads(per_task=False)
+    assert values[0] > 0 and values[3] == 0
+    torch.testing.assert_close(values, expected, rtol=0, atol=1e-6)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-6)
+    torch.testing.assert_close(stacked_losses.state_dict(), per_task_losses.state_dict())

@@ -14,7 +14,15 @@ Registered: `robust_eo` (L2T-FMT robust log-loss), `eps_deo` (ε-differential eq
 """
 
 from ..modeling_fairmtl import masked_cross_entropy
-from .base import CONDITIONS, FAIRNESS_LOSSES, FairnessLoss, GroupedBatch, build_fairness_loss, register_fairness_loss
+from .base import (
+    CONDITIONS,
+    FAIRNESS_LOSSES,
+    FairnessLoss,
+    GroupedBatch,
+    build_fairness_loss,
+    register_fairness_loss,
+    stacked_fairness_loss,
+)
 from .distributed import all_reduce_sum
 from .dp_gap import DPGapLoss
 from .eps_deo import EpsDEOLoss
@@ -34,4 +42,5 @@ __all__ = [
     "build_fairness_loss",
     "masked_cross_entropy",
     "register_fairness_loss",
+    "stacked_fairness_loss",
 ]

@@ -21,11 +21,16 @@ Conventions every registered loss follows:
   (e.g. no positives) contributes zero. The decision uses global counts only, so all ranks agree.
   `eps_deo` counts a group as present once its running estimates have seen it (see its docstring).
 - Everything is tensor arithmetic without host synchronisation except one validation check per call.
+- **Stacking**: a loss that sets `supports_stacking = True` also accepts `[T, B, C]` logits and `[T, B]` labels of
+  T tasks sharing one `groups` tensor and returns `[T]` values, equal to T separate calls; [`stacked_fairness_loss`]
+  uses this to compute every task's loss of an attribute in one call (the small per-task tensor operations, not
+  the arithmetic, dominate the cost at many tasks). The built-in losses write their reductions over negative
+  dimensions so the same code serves both shapes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -47,6 +52,9 @@ _LossT = TypeVar("_LossT", bound="type[FairnessLoss]")
 @dataclass
 class GroupedBatch:
     """One task's batch, validated and laid out for per-group sums.
+
+    Shapes below are one task's; stacked tasks (see the module docstring) add a leading `T` dimension to all but
+    `num_groups`.
 
     Attributes:
         log_probs: `[B, C]` log-softmax of the logits (float32, or float64 for float64 logits).
@@ -74,25 +82,37 @@ class GroupedBatch:
             counts: `[B, K']` per-row indicators; rows outside `valid` must be zero.
 
         Returns:
-            `(sums [G, K], counts [G, K'])` summed over the global batch; `counts` carries no gradient.
+            `(sums [G, K], counts [G, K'])` summed over the global batch; `counts` carries no gradient (stacked:
+            `[T, G, K]` and `[T, G, K']`).
         """
-        width = values.shape[1]
+        width = values.shape[-1]
         # One collective for both: the counts ride along detached, so only the sums carry a gradient.
-        rows = torch.cat([values, counts.detach().to(values.dtype)], dim=1)
+        rows = torch.cat([values, counts.detach().to(values.dtype)], dim=-1)
         if self.memberships is not None:
-            per_group = self.memberships.to(rows.dtype).T @ rows
+            per_group = self.memberships.to(rows.dtype).transpose(-1, -2) @ rows
         else:
-            per_group = rows.new_zeros((self.num_groups + 1, rows.shape[1])).index_add(0, self.bins, rows)
-            per_group = per_group[: self.num_groups]
+            per_group = _bin_sums(rows, self.bins, self.num_groups + 1)[..., : self.num_groups, :]
         per_group = all_reduce_sum(per_group)
-        return per_group[:, :width], per_group[:, width:].detach()
+        return per_group[..., :width], per_group[..., width:].detach()
 
     def class_indicators(self, classes: slice) -> tuple[torch.Tensor, torch.Tensor]:
         """One-vs-rest positives and negatives `[B, K]` (bool) for the classes in `classes`."""
-        class_ids = torch.arange(self.log_probs.shape[1], device=self.labels.device)[classes]
-        positive = (self.labels.unsqueeze(1) == class_ids) & self.valid.unsqueeze(1)
-        negative = ~positive & self.valid.unsqueeze(1)
+        class_ids = torch.arange(self.log_probs.shape[-1], device=self.labels.device)[classes]
+        positive = (self.labels.unsqueeze(-1) == class_ids) & self.valid.unsqueeze(-1)
+        negative = ~positive & self.valid.unsqueeze(-1)
         return positive, negative
+
+
+def _bin_sums(rows: torch.Tensor, bins: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """`[..., num_bins, W]` sums of `rows` `[..., B, W]` per bin id `bins` `[..., B]` (one `index_add`)."""
+    if rows.dim() == 2:
+        return rows.new_zeros((num_bins, rows.shape[1])).index_add(0, bins, rows)
+    leading = rows.shape[:-2]
+    # Stacked tasks: task i's bins are shifted by i · num_bins, so one index_add fills every task's bins.
+    offsets = torch.arange(bins[..., 0].numel(), device=bins.device).reshape(*leading, 1) * num_bins
+    flat = (bins + offsets).reshape(-1)
+    sums = rows.new_zeros((flat.numel() // bins.shape[-1] * num_bins, rows.shape[-1]))
+    return sums.index_add(0, flat, rows.reshape(-1, rows.shape[-1])).reshape(*leading, num_bins, rows.shape[-1])
 
 
 def group_means(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -121,10 +141,10 @@ def masked_spread(values: torch.Tensor, present: torch.Tensor, dim: int = 0) -> 
 
 def log_not_class(log_probs: torch.Tensor) -> torch.Tensor:
     """`log(1 − p_c)` for every class `c`, `[B, C]`, computed as `log Σ_{k≠c} p_k` to stay finite near p_c = 1."""
-    num_classes = log_probs.shape[1]
+    num_classes = log_probs.shape[-1]
     others = ~torch.eye(num_classes, dtype=torch.bool, device=log_probs.device)
-    # [B, C, C]: row c holds log p_k for k != c and -inf at k == c.
-    stacked = log_probs.unsqueeze(1).masked_fill(~others, float("-inf"))
+    # [..., B, C, C]: row c holds log p_k for k != c and -inf at k == c.
+    stacked = log_probs.unsqueeze(-2).masked_fill(~others, float("-inf"))
     return torch.logsumexp(stacked, dim=-1)
 
 
@@ -149,6 +169,8 @@ class FairnessLoss(nn.Module):
     title: ClassVar[str] = ""
     description: ClassVar[str] = ""
     citation: ClassVar[str | None] = None
+    supports_stacking: ClassVar[bool] = False
+    """Whether `forward` accepts stacked tasks (`[T, B, C]` logits, `[T, B]` labels) and returns `[T]`."""
 
     def __init__(self, num_groups: int, num_classes: int = 2, conditions: str = "both", **kwargs: Any) -> None:
         if kwargs:
@@ -179,16 +201,19 @@ class FairnessLoss(nn.Module):
             ValueError: On wrong shapes, a label outside `[0, num_classes)` other than -100, a group id
                 `>= num_groups`, or soft memberships that are negative or not finite.
         """
-        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
-            raise ValueError(
-                f"{type(self).__name__} expects logits of shape [batch, {self.num_classes}], got {list(logits.shape)}"
+        stacked = self.supports_stacking and logits.dim() == 3
+        if logits.dim() != (3 if stacked else 2) or logits.shape[-1] != self.num_classes:
+            expected = f"[batch, {self.num_classes}]" + (
+                f" (or [tasks, batch, {self.num_classes}] stacked)" if self.supports_stacking else ""
             )
-        batch_size = logits.shape[0]
+            raise ValueError(f"{type(self).__name__} expects logits of shape {expected}, got {list(logits.shape)}")
+        batch_size = logits.shape[-2]
         soft = groups.dim() == 2
         group_shape = (batch_size, self.num_groups) if soft else (batch_size,)
-        if labels.shape != (batch_size,) or groups.shape != group_shape:
+        label_shape = (*logits.shape[:-2], batch_size)
+        if labels.shape != label_shape or groups.shape != group_shape:
             raise ValueError(
-                f"labels must have shape [{batch_size}] and groups [{batch_size}] (ids) or "
+                f"labels must have shape {list(label_shape)} and groups [{batch_size}] (ids) or "
                 f"[{batch_size}, {self.num_groups}] (soft memberships), "
                 f"got {list(labels.shape)} and {list(groups.shape)}"
             )
@@ -229,14 +254,14 @@ class FairnessLoss(nn.Module):
                 f"Label {int(labels[bad_label][0])} is outside [0, {self.num_classes}) "
                 f"(use {IGNORE_INDEX} for a missing label)"
             )
-        valid = (labels != IGNORE_INDEX) & (memberships.sum(1) > 0)
+        valid = (labels != IGNORE_INDEX) & (memberships.sum(-1) > 0)
         return GroupedBatch(
             log_probs=_log_probs(logits),
             labels=torch.where(valid, labels, torch.zeros_like(labels)),
             valid=valid,
             bins=torch.full_like(labels, self.num_groups),
             num_groups=self.num_groups,
-            memberships=memberships * valid.unsqueeze(1),
+            memberships=memberships * valid.unsqueeze(-1),
         )
 
     def combine_sides(self, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
@@ -249,8 +274,9 @@ class FairnessLoss(nn.Module):
 
     @staticmethod
     def zero_unless_two_groups(loss: torch.Tensor, group_counts: torch.Tensor) -> torch.Tensor:
-        """`loss` when at least two groups have rows (`group_counts` `[G]`), else a zero with a graph."""
-        return torch.where((group_counts > 0).sum() >= 2, loss, torch.zeros_like(loss))
+        """`loss` when at least two groups have rows (`group_counts` `[G]`, stacked `[T, G]`), else a zero with a
+        graph."""
+        return torch.where((group_counts > 0).sum(-1) >= 2, loss, torch.zeros_like(loss))
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """Fairness loss of one task's batch.
@@ -261,9 +287,46 @@ class FairnessLoss(nn.Module):
             groups: `[B]` group ids (negative = unknown) or `[B, G]` soft memberships (zeros = unknown).
 
         Returns:
-            A scalar tensor (0-dim).
+            A scalar tensor (0-dim); `[T]` for stacked tasks where `supports_stacking`.
         """
         raise NotImplementedError
+
+    def stacking_key(self) -> tuple[Any, ...]:
+        """Instances with equal keys compute the same function and may be stacked (type and settings)."""
+        return type(self), self.extra_repr()
+
+    @classmethod
+    def forward_stacked(
+        cls, losses: Sequence[FairnessLoss], logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
+    ) -> torch.Tensor:
+        """`[T]` losses of T stacked tasks, `losses[t]` being task `t`'s instance (equal `stacking_key`s).
+
+        The default suits stateless losses: the first instance's stacked `forward`. A loss with running state
+        overrides it to read and update every task's own state.
+        """
+        return losses[0](logits, labels, groups)
+
+
+def stacked_fairness_loss(
+    losses: Sequence[FairnessLoss], logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
+) -> torch.Tensor:
+    """Fairness losses of T tasks sharing one attribute's groups: one stacked call where the losses allow it.
+
+    Args:
+        losses: Task `t`'s loss instance at position `t`.
+        logits: `[T, B, C]` stacked task logits.
+        labels: `[T, B]` stacked labels (-100 = missing).
+        groups: `[B]` group ids or `[B, G]` soft memberships, shared by the tasks.
+
+    Returns:
+        `[T]`: equal to `torch.stack([losses[t](logits[t], labels[t], groups) for t ...])`, which is what runs
+        when the losses do not support stacking or differ in type or settings.
+    """
+    first = losses[0]
+    key = first.stacking_key()
+    if len(losses) > 1 and first.supports_stacking and all(loss.stacking_key() == key for loss in losses):
+        return type(first).forward_stacked(losses, logits, labels, groups)
+    return torch.stack([loss(logits[t], labels[t], groups) for t, loss in enumerate(losses)])
 
 
 def _log_probs(logits: torch.Tensor) -> torch.Tensor:

@@ -20,15 +20,16 @@ class DPGapLoss(FairnessLoss):
     accepted for a uniform interface and has no effect. With fewer than two groups present the loss is 0.
     """
 
+    supports_stacking = True
     title = "Demographic-parity gap"
     description = "the spread of the groups' mean predicted positive probability"
     citation = None
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         batch = self.prepare(logits, labels, groups)
-        score = batch.log_probs[:, self.one_vs_rest_classes].exp()  # [B, K]
-        usable = batch.valid.unsqueeze(1)
+        score = batch.log_probs[..., self.one_vs_rest_classes].exp()  # [B, K]
+        usable = batch.valid.unsqueeze(-1)
         sums, counts = batch.group_statistics(torch.where(usable, score, torch.zeros_like(score)), usable)
         present = counts > 0  # [G, 1], broadcast over classes
-        gap = masked_spread(group_means(sums, counts.expand_as(sums)), present.expand_as(sums), dim=0)  # [K]
-        return self.zero_unless_two_groups(gap.mean(), counts[:, 0])
+        gap = masked_spread(group_means(sums, counts.expand_as(sums)), present.expand_as(sums), dim=-2)  # [K]
+        return self.zero_unless_two_groups(gap.mean(-1), counts[..., 0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -51,6 +52,7 @@ class EpsDEOLoss(FairnessLoss):
         epsilon: 0-dim buffer holding the last computed ε (detached), for logging: `loss.epsilon.item()`.
     """
 
+    supports_stacking = True
     title = "ε-differential equalized odds"
     description = "the largest log-ratio of smoothed group TPRs and FPRs, penalised above a target ε"
     citation = """@inproceedings{foulds2020intersectional,
@@ -97,34 +99,71 @@ class EpsDEOLoss(FairnessLoss):
         self.epsilon.zero_()
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        if self.running_counts.device != logits.device:
-            self.to(logits.device)  # a trainer that forgot to move the loss should not crash on buffers
+        if logits.dim() == 3:
+            raise ValueError(
+                "EpsDEOLoss keeps running estimates per task: stack tasks with EpsDEOLoss.forward_stacked (one "
+                "instance per task), not by passing [tasks, batch, classes] logits to one instance"
+            )
+        return self._step((self,), logits, labels, groups)
+
+    @classmethod
+    def forward_stacked(
+        cls, losses: Sequence[FairnessLoss], logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
+    ) -> torch.Tensor:
+        """`[T]` losses of T stacked tasks, each reading and updating its own instance's running estimates."""
+        return losses[0]._step(tuple(losses), logits, labels, groups)
+
+    def _step(
+        self, owners: tuple[EpsDEOLoss, ...], logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss on one task's batch (`owners == (self,)`) or on stacked tasks (`owners[t]` = task t's state)."""
+        for owner in owners:
+            if owner.running_counts.device != logits.device:
+                owner.to(logits.device)  # a trainer that forgot to move the loss should not crash on buffers
         batch = self.prepare(logits, labels, groups)
         classes = self.one_vs_rest_classes
         positive, negative = batch.class_indicators(classes)
-        score = batch.log_probs[:, classes].exp()  # soft prediction p_c
+        score = batch.log_probs[..., classes].exp()  # soft prediction p_c
         zero = torch.zeros((), dtype=score.dtype, device=score.device)
-        soft = torch.cat([torch.where(positive, score, zero), torch.where(negative, score, zero)], dim=1)
-        sums, counts = batch.group_statistics(soft, torch.cat([positive, negative], dim=1))
+        soft = torch.cat([torch.where(positive, score, zero), torch.where(negative, score, zero)], dim=-1)
+        sums, counts = batch.group_statistics(soft, torch.cat([positive, negative], dim=-1))
+        past_sums, past_counts, updates, last_epsilon = _state(owners, stacked=logits.dim() == 3)
 
         # EMA step with Adam-style bias correction; the past enters as a constant.
         decay = 1.0 - self.rho
-        correction = 1.0 - decay ** (self.num_updates.to(sums.dtype) + 1)
-        ema_sums = decay * self.running_soft_sums.to(sums.dtype) + self.rho * sums
-        ema_counts = decay * self.running_counts.to(sums.dtype) + self.rho * counts
+        correction = (1.0 - decay ** (updates.to(sums.dtype) + 1))[..., None, None]
+        ema_sums = decay * past_sums.to(sums.dtype) + self.rho * sums
+        ema_counts = decay * past_counts.to(sums.dtype) + self.rho * counts
         est_sums, est_counts = ema_sums / correction, ema_counts / correction
 
         log_rates = torch.log((est_sums + self.alpha / 2) / (est_counts + self.alpha))
-        spread = masked_spread(log_rates, est_counts > 0, dim=0)  # [2K]: max − min over present groups
-        width = positive.shape[1]
-        epsilon = self.combine_sides(spread[:width], spread[width:]).max()
+        spread = masked_spread(log_rates, est_counts > 0, dim=-2)  # [2K]: max − min over present groups
+        width = positive.shape[-1]
+        epsilon = self.combine_sides(spread[..., :width], spread[..., width:]).amax(-1)
 
-        has_rows = counts.sum() > 0  # global, so every rank takes the same branch
+        has_rows = counts.sum((-2, -1)) > 0  # global, so every rank takes the same branch
         loss = torch.where(has_rows, torch.relu(epsilon - self.target_epsilon), torch.zeros_like(epsilon))
         with torch.no_grad():
-            if self.training:
-                self.running_soft_sums.copy_(torch.where(has_rows, ema_sums, self.running_soft_sums))
-                self.running_counts.copy_(torch.where(has_rows, ema_counts, self.running_counts))
-                self.num_updates.add_(has_rows.long())
-            self.epsilon.copy_(torch.where(has_rows, epsilon.detach(), self.epsilon))
+            rows = has_rows[..., None, None]
+            new_sums = torch.where(rows, ema_sums, past_sums) if self.training else past_sums
+            new_counts = torch.where(rows, ema_counts, past_counts) if self.training else past_counts
+            new_updates = updates + has_rows.long() if self.training else updates
+            _store(owners, new_sums, new_counts, new_updates, torch.where(has_rows, epsilon.detach(), last_epsilon))
         return loss
+
+
+def _state(owners: tuple[EpsDEOLoss, ...], stacked: bool) -> tuple[torch.Tensor, ...]:
+    """`(soft sums, counts, updates, last ε)` of one instance, or stacked over the tasks' instances."""
+    names = ("running_soft_sums", "running_counts", "num_updates", "epsilon")
+    if not stacked:
+        return tuple(getattr(owners[0], name) for name in names)
+    return tuple(torch.stack([getattr(owner, name) for owner in owners]) for name in names)
+
+
+def _store(owners: tuple[EpsDEOLoss, ...], *values: torch.Tensor) -> None:
+    """Write [`_state`]'s tensors back (one instance's, or each task's slice of the stacked ones)."""
+    names = ("running_soft_sums", "running_counts", "num_updates", "epsilon")
+    stacked = len(owners) > 1 or values[0].dim() == 3
+    for t, owner in enumerate(owners):
+        for name, value in zip(names, values, strict=True):
+            getattr(owner, name).copy_(value[t] if stacked else value)

@@ -21,6 +21,7 @@ class LossGapEOLoss(FairnessLoss):
     binary task). With fewer than two groups present the loss is 0.
     """
 
+    supports_stacking = True
     title = "Loss-gap equalized odds"
     description = "per class, each group's loss distance from the class's mean loss"
     citation = """@inproceedings{shen2022optimising,
@@ -32,13 +33,13 @@ class LossGapEOLoss(FairnessLoss):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         batch = self.prepare(logits, labels, groups)
-        nll = -batch.log_probs.gather(1, batch.labels.unsqueeze(1))  # [B, 1]
+        nll = -batch.log_probs.gather(-1, batch.labels.unsqueeze(-1))  # [B, 1]
         in_class, _ = batch.class_indicators(slice(None))  # [B, C]: row is labelled c (and usable)
         per_class_nll = torch.where(in_class, nll, torch.zeros_like(nll))
         sums, counts = batch.group_statistics(per_class_nll, in_class)  # [G, C]
         group_loss = group_means(sums, counts)
-        class_loss = group_means(sums.sum(0), counts.sum(0))
+        class_loss = group_means(sums.sum(-2, keepdim=True), counts.sum(-2, keepdim=True))
         deviation = torch.where(counts > 0, (group_loss - class_loss).abs(), torch.zeros_like(group_loss))
-        per_class = deviation.sum(0)  # [C]
-        loss = self.combine_sides(per_class[1:].sum(), per_class[0])
-        return self.zero_unless_two_groups(loss, counts.sum(1))
+        per_class = deviation.sum(-2)  # [C]
+        loss = self.combine_sides(per_class[..., 1:].sum(-1), per_class[..., 0])
+        return self.zero_unless_two_groups(loss, counts.sum(-1))

@@ -26,6 +26,7 @@ class RobustEOLoss(FairnessLoss):
     loss is 0 (nothing to be fair between).
     """
 
+    supports_stacking = True
     title = "Robust log-loss"
     description = "the worst group's log-loss on positives plus the worst group's on negatives"
     citation = """@inproceedings{roy2022learning,
@@ -41,13 +42,13 @@ class RobustEOLoss(FairnessLoss):
         positive, negative = batch.class_indicators(classes)
         zero = torch.zeros((), dtype=batch.log_probs.dtype, device=batch.log_probs.device)
         # torch.where (not multiplication by the mask) so a huge NLL on a masked row cannot leak NaN.
-        positive_nll = torch.where(positive, -batch.log_probs[:, classes], zero)
-        negative_nll = torch.where(negative, -log_not_class(batch.log_probs)[:, classes], zero)
+        positive_nll = torch.where(positive, -batch.log_probs[..., classes], zero)
+        negative_nll = torch.where(negative, -log_not_class(batch.log_probs)[..., classes], zero)
         sums, counts = batch.group_statistics(
-            torch.cat([positive_nll, negative_nll], dim=1), torch.cat([positive, negative], dim=1)
+            torch.cat([positive_nll, negative_nll], dim=-1), torch.cat([positive, negative], dim=-1)
         )
-        worst = masked_max(group_means(sums, counts), counts > 0, dim=0)  # [2K]
-        width = positive.shape[1]
-        per_class = self.combine_sides(worst[:width], worst[width:])
+        worst = masked_max(group_means(sums, counts), counts > 0, dim=-2)  # [2K]
+        width = positive.shape[-1]
+        per_class = self.combine_sides(worst[..., :width], worst[..., width:])
         # Positive + negative counts of any one class = all usable rows of the group.
-        return self.zero_unless_two_groups(per_class.mean(), counts[:, 0] + counts[:, width])
+        return self.zero_unless_two_groups(per_class.mean(-1), counts[..., 0] + counts[..., width])

@@ -10,7 +10,7 @@
 import os
 
 from .compute import make_compute_metrics
-from .group import GAP_METRIC_TITLES, GAP_METRICS, RATE_GAPS, fairness_metrics
+from .group import GAP_METRIC_TITLES, GAP_METRICS, RATE_GAPS, equalized_odds_violation, fairness_metrics
 from .relative import relative_scores, task_is_collapsed
 from .task import COLLAPSE_THRESHOLD, balanced_accuracy, is_collapsed, majority_prediction_share, task_metrics
 
@@ -24,6 +24,7 @@ __all__ = [
     "GAP_METRIC_TITLES",
     "RATE_GAPS",
     "balanced_accuracy",
+    "equalized_odds_violation",
     "fairness_metrics",
     "is_collapsed",
     "majority_prediction_share",

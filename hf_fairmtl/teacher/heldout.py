@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..groups import UNKNOWN_GROUP, attribute_group_ids
-from ..metrics import fairness_metrics, task_metrics
+from ..metrics import equalized_odds_violation, task_metrics
 from ..modeling_fairmtl import IGNORE_INDEX
 from .lookahead import eval_mode, head_logits
 
@@ -61,6 +61,7 @@ class HeldoutSet:
         self.cached: torch.Tensor | None = None
         self.age = 0  # teacher steps the cached features have served
         self.num_encodings = 0
+        self._rows: dict[int, tuple[torch.Tensor, Any, list[Any]] | None] = {}
 
     @classmethod
     def from_dataset(
@@ -133,14 +134,13 @@ class HeldoutSet:
         groups (nothing to compare, so the reward keeps only its accuracy term), or the head is collapsed (see
         `collapse_threshold`). Both are NaN when no row is labelled for the task.
         """
-        labels = self.labels[:, task_index]
-        labelled = labels != IGNORE_INDEX
-        if not bool(labelled.any()):
+        rows = self._task_rows(task_index)
+        if rows is None:
             return math.nan, math.nan
+        indices, y_true, attribute_groups = rows
         with torch.no_grad():
-            predictions = head_logits(head, params, features[labelled.to(features.device)]).argmax(-1).cpu()
-        y_true = labels[labelled].numpy()
-        y_pred = predictions.numpy()
+            logits = head_logits(head, params, features[indices.to(features.device)])
+        y_pred = logits.argmax(-1).cpu().numpy()
         if self.accuracy_metric == "accuracy" and self.collapse_threshold is None:  # the paper's: no extra figures
             accuracy = float((y_true == y_pred).mean())
         else:
@@ -148,13 +148,24 @@ class HeldoutSet:
             accuracy = figures[self.accuracy_metric]
             if self.collapse_threshold is not None and figures["collapsed"]:
                 return float(accuracy), math.nan
-        violations = []
-        for attr in self.fairness_attributes[task_index]:
-            groups = self.groups[attr][labelled]
-            if torch.unique(groups[groups >= 0]).numel() >= 2:
-                metrics = fairness_metrics(y_true, y_pred, groups.numpy(), num_classes=self.num_labels[task_index])
-                violations.append(metrics["eo_violation"])
+        num_classes = self.num_labels[task_index]
+        violations = [equalized_odds_violation(y_true, y_pred, groups, num_classes) for groups in attribute_groups]
         return float(accuracy), (sum(violations) / len(violations)) if violations else math.nan
+
+    def _task_rows(self, task_index: int) -> tuple[torch.Tensor, Any, list[Any]] | None:
+        """Rows labelled for a task: their indices, labels (NumPy) and the group ids (NumPy) of each fairness
+        attribute whose rows show at least two groups; `None` without labelled rows. Computed once per task (the
+        rows never change), since a teacher step scores every task three times."""
+        if task_index not in self._rows:
+            labels = self.labels[:, task_index]
+            labelled = labels != IGNORE_INDEX
+            entry = None
+            if bool(labelled.any()):
+                groups = [self.groups[attr][labelled] for attr in self.fairness_attributes[task_index]]
+                comparable = [g.numpy() for g in groups if torch.unique(g[g >= 0]).numel() >= 2]
+                entry = (labelled.nonzero().squeeze(1), labels[labelled].numpy(), comparable)
+            self._rows[task_index] = entry
+        return self._rows[task_index]
 
     def state_dict(self) -> dict[str, Any]:
         """The feature cache and its age (so a resumed run scores on the same features)."""

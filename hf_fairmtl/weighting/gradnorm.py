@@ -64,6 +64,7 @@ class GradNorm(TaskWeighting):
         self._squared_grad_norms = torch.zeros(self.num_tasks, device=device)
         self._loss_sums = torch.zeros(self.num_tasks, device=device)
         self._loss_counts = torch.zeros(self.num_tasks, device=device)
+        self._zero = torch.zeros((), device=device)
 
     def _apply(self, fn, recurse: bool = True):
         # `.to(device)` moves parameters and buffers; the window's plain tensors follow, so they stay on one device.
@@ -94,14 +95,18 @@ class GradNorm(TaskWeighting):
             present: `[T]` bool, tasks with at least one labelled row in this micro-batch; the others
                 have no gradient and are left out of this update.
         """
-        for t, loss in enumerate(task_losses):
-            if not bool(present[t]) or not loss.requires_grad:
-                continue
-            (grad,) = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-            if grad is not None:
-                self._squared_grad_norms[t] += grad.detach().float().pow(2).sum()
-            self._loss_sums[t] += loss.detach().float()
-            self._loss_counts[t] += 1
+        # One host read of `present`, one write per statistic: at many tasks the per-task small ops are the cost.
+        active = [t for t, here in enumerate(present.tolist()) if here and task_losses[t].requires_grad]
+        if not active:
+            return
+        squared = []
+        for t in active:
+            (grad,) = torch.autograd.grad(task_losses[t], shared, retain_graph=True, allow_unused=True)
+            squared.append(self._zero if grad is None else grad.detach().float().pow(2).sum())
+        index = torch.tensor(active, device=self._loss_sums.device)
+        self._squared_grad_norms.index_add_(0, index, torch.stack(squared))
+        self._loss_sums.index_add_(0, index, torch.stack([task_losses[t].detach().float() for t in active]))
+        self._loss_counts.index_add_(0, index, torch.ones(len(active), device=index.device))
 
     def step(self) -> None:
         """Update the weights from the accumulated window, identically on every rank."""
