@@ -251,6 +251,9 @@ def predict(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--tokenizer", default=None, help="Tokenizer (default: the one saved with the model).")
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seeds randomised group thresholds, so the output is reproducible."
+    )
     parser.add_argument("--trust_remote_code", action="store_true", help="Run the code shipped with a Hub model.")
     args = parser.parse_args(list(argv))
     import pandas as pd
@@ -266,7 +269,9 @@ def predict(argv: Sequence[str]) -> int:
     pipe = pipeline(
         PIPELINE_TASK, model=args.model_name_or_path, tokenizer=args.tokenizer, trust_remote_code=args.trust_remote_code
     )
-    predictions = predict_table(pipe, frame, args.text_column, groups, args.batch_size, source=args.input)
+    predictions = predict_table(
+        pipe, frame, args.text_column, groups, args.batch_size, source=args.input, seed=args.seed
+    )
     predictions.to_csv(args.output, index=False)
     _print(f"predictions: {args.output} ({len(predictions)} rows, tasks {', '.join(pipe.model.config.tasks)})")
     return 0

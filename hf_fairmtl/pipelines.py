@@ -16,8 +16,8 @@ Inputs: a string (text models), a dict of raw column values (tabular models: enc
 `config.feature_encoding`; `{"features": [...]}` passes an encoded vector), a list of either, or a pandas
 DataFrame (one input per row). `group_labels` (a per-input key, or the call argument: one entry per input) maps
 protected attributes to group names or ids; then the predicted label of a task with fitted group thresholds
-comes from `model.predict_labels` (randomised rules: draws from torch's global generator). Scores are always the
-softmax probabilities.
+comes from `model.predict_labels` (randomised rules: one uniform draw per row, from a generator seeded with the
+call's `seed`, else from torch's global generator). Scores are always the softmax probabilities.
 
 This file is copied next to checkpoints (`configuration_fairmtl.pipeline_class` imports it) and loaded with
 ``trust_remote_code=True`` where ``hf_fairmtl`` is not installed, so it imports nothing from ``hf_fairmtl`` except
@@ -54,6 +54,8 @@ class FairMTLClassificationPipeline(Pipeline):
             classes per task; `None`: every class. Lists hold the prediction first, then the others by score.
         max_length (`int`): Truncation length of text inputs (default: the encoder's position limit).
         group_labels: Per input, `{attribute: group name or id}` (or a list in `protected_attributes` order).
+        seed (`int`): Seeds the draws of randomised group thresholds, so a call's predictions are reproducible
+            (default: torch's global generator).
         batch_size, num_workers, device: As for every pipeline.
     """
 
@@ -64,7 +66,7 @@ class FairMTLClassificationPipeline(Pipeline):
     _load_tokenizer = None  # text checkpoints ship one; tabular ones have none
 
     def _sanitize_parameters(
-        self, top_k: int | None | str = UNSET, max_length: int | None = None
+        self, top_k: int | None | str = UNSET, max_length: int | None = None, seed: int | None = None
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         if (
             top_k is not UNSET
@@ -78,9 +80,13 @@ class FairMTLClassificationPipeline(Pipeline):
             raise ValueError(
                 f"max_length must be an integer >= 2 (room for a token besides [CLS]/[SEP]), got {max_length!r}"
             )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
         preprocess = {"max_length": max_length} if max_length is not None else {}
         postprocess = {"top_k": top_k} if top_k is not UNSET else {}
-        return preprocess, {}, postprocess
+        # One generator per call, shared by its batches: the same call with the same seed draws the same.
+        forward = {"generator": torch.Generator().manual_seed(seed)} if seed is not None else {}
+        return preprocess, forward, postprocess
 
     def __call__(self, inputs: Any, group_labels: Any = None, **kwargs: Any) -> Any:
         """Predict one input, a list of inputs, a DataFrame (one input per row), or a dataset/generator."""
@@ -132,7 +138,9 @@ class FairMTLClassificationPipeline(Pipeline):
             raise ValueError(f"`features` must hold {config.num_features} values, got {vector.shape[1]}")
         return vector
 
-    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _forward(
+        self, model_inputs: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         groups = model_inputs.pop("group_labels")
         logits = self.model(**model_inputs).logits
         predictions = [task_logits.argmax(-1) for task_logits in logits]
@@ -140,7 +148,7 @@ class FairMTLClassificationPipeline(Pipeline):
         # checkpoints whose model code predates it simply get the argmax.
         predict_labels = getattr(self.model, "predict_labels", None)
         if predict_labels is not None and bool((groups >= 0).any()):
-            predictions = list(predict_labels(logits, group_labels=groups))
+            predictions = list(predict_labels(logits, group_labels=groups, generator=generator))
         outputs = {"predictions": torch.stack([p.long() for p in predictions], dim=-1)}
         for t, task_logits in enumerate(logits):
             outputs[f"scores_{t}"] = task_logits.float().softmax(-1)
@@ -193,6 +201,7 @@ def predict_table(
     group_columns: Mapping[str, str] | None = None,
     batch_size: int = 32,
     source: str = "the input table",
+    seed: int | None = None,
 ) -> Any:
     """Predict every row of a table: one `{task}_label` and one `{task}_score` column per task, rows in order.
 
@@ -203,6 +212,7 @@ def predict_table(
         group_columns: Protected attribute -> column holding its group names, for group-threshold predictions.
         batch_size: Rows per forward pass.
         source: Names the table in errors (e.g. the CSV path).
+        seed: Seeds the draws of randomised group thresholds (see the pipeline's `seed`).
 
     Raises:
         ValueError: A missing column or a missing text, naming `source`, the column and the row.
@@ -226,7 +236,7 @@ def predict_table(
     if group_columns:
         values = {attr: frame[column].tolist() for attr, column in group_columns.items()}
         groups = [{attr: _none_if_missing(v[i]) for attr, v in values.items()} for i in range(len(frame))]
-    outputs = pipe(inputs, group_labels=groups, batch_size=batch_size) if inputs else []
+    outputs = pipe(inputs, group_labels=groups, batch_size=batch_size, seed=seed) if inputs else []
     columns: dict[str, list[Any]] = {}
     for task in config.tasks:
         columns[f"{task}_label"] = [row[task]["label"] for row in outputs]

@@ -688,6 +688,12 @@ class FairMTLTrainer(Trainer):
         if self.weighting.owns_backward:
             self.weighting.rewrite_gradients(self._shared_parameters())
 
+    def evaluation_loop(self, *args: Any, **kwargs: Any):
+        # `predict()` logs nothing, so the loss terms it buffered would otherwise land in the next `evaluate()`'s
+        # log: every evaluation loop starts from an empty buffer.
+        self._logged_values["eval"].clear()
+        return super().evaluation_loop(*args, **kwargs)
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # Without a `group_labels` column the Trainer would find a label column missing and skip the loss and
         # compute_metrics; rows without demographics are "unknown group" (-1), which is what they are.

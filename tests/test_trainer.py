@@ -477,3 +477,16 @@ def test_fairness_terms_of_many_tasks_equal_one_call_per_task(fairness_loss, tmp
     for grad, expected_grad in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-6)
     torch.testing.assert_close(stacked_losses.state_dict(), per_task_losses.state_dict())
+
+
+def test_predict_does_not_leak_its_losses_into_the_next_evaluate(tmp_path) -> None:
+    """`predict()` logs nothing; what its batches recorded must not be averaged into a later `evaluate()`."""
+    train = Dataset.from_list(biased_rows(96, 0))
+    other = Dataset.from_list(biased_rows(64, 5, bias=-3.0))
+    trainer = train_tabular(tmp_path, train, strategy="weighted", fairness_loss="robust_eo")
+    alone = trainer.evaluate(train)
+    trainer.predict(other)
+    after_predict = trainer.evaluate(train)
+    loss_keys = [key for key in alone if key.endswith("_loss") and key != "eval_loss"]
+    assert loss_keys
+    assert {key: after_predict[key] for key in loss_keys} == {key: alone[key] for key in loss_keys}
