@@ -14,6 +14,7 @@ import json
 import math
 import os
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -517,24 +518,25 @@ class FairMTLTrainer(Trainer):
             for param in trainable:
                 param.requires_grad_(True)
 
-    def task_objective_terms(
-        self, task_index: int, logits: torch.Tensor, labels: torch.Tensor, group_labels: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(CE_t, F_t)` for task `task_index` on given logits, without touching running fairness state.
+    def objective_terms(
+        self, logits: Sequence[torch.Tensor], labels: torch.Tensor, group_labels: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """`([CE_t], [F_t])` of every task on given logits (`config.tasks` order), without touching running fairness
+        state; F_t is 0 (with a graph) for a task without fairness attributes.
 
-        Used by the teacher's look-ahead on copies of a head.
+        Used by the teacher's look-ahead on copies of the heads; the tasks of an attribute share one stacked call.
         """
-        task = self.fairmtl_config.tasks[task_index]
-        # Only this task's losses switch mode: a teacher step calls this once per task.
-        own = self.fairness_losses[task] if task in self.fairness_losses else nn.ModuleDict()
-        was_training = own.training
-        own.eval()
+        was_training = self.fairness_losses.training
+        self.fairness_losses.eval()
         try:
-            accuracy_loss, _ = self.task_losses[task](logits, labels)
+            tasks = self.fairmtl_config.tasks
+            accuracy = [self.task_losses[task](logits[t], labels[:, t])[0] for t, task in enumerate(tasks)]
             group_ids = self._group_id_lookup(group_labels, labels.shape[0], labels.device)
-            return accuracy_loss, self._fairness_loss(task_index, logits, labels, group_ids)
+            chosen = {t: logits[t] for t, task in enumerate(tasks) if task in self.fairness_losses}
+            fairness = self._stacked_fairness(chosen, labels, group_ids)
+            return accuracy, [logits[t].sum() * 0.0 if f is None else f for t, f in enumerate(fairness)]
         finally:
-            own.train(was_training)
+            self.fairness_losses.train(was_training)
 
     def batch_view(self, shared, logits, labels, group_labels, training: bool) -> BatchView:
         """What a strategy sees of a micro-batch (see [`BatchView`])."""
@@ -558,24 +560,34 @@ class FairMTLTrainer(Trainer):
         )
 
     def _fairness_terms(self, batch: BatchView) -> list[torch.Tensor | None]:
-        """F_t of every task (`None` without fairness attributes), the tasks of each attribute in one stacked call.
+        """F_t of every task (`None` without fairness attributes) on the logits the strategy asks for.
 
-        Equal to `batch.fairness_loss(t, strategy.fairness_logits(t, batch))` per task; stacking matters at many
-        tasks, where the per-task small tensor operations, not the arithmetic, are the cost.
+        Equal to `batch.fairness_loss(t, strategy.fairness_logits(t, batch))` per task, computed by
+        [`_stacked_fairness`].
         """
-        tasks = self.fairmtl_config.tasks
         if not self.strategy.uses_fairness:
-            return [None] * len(tasks)
-        chosen = [t for t, task in enumerate(tasks) if task in self.fairness_losses]
-        logits = {t: self.strategy.fairness_logits(t, batch) for t in chosen}
+            return [None] * self.fairmtl_config.num_tasks
+        tasks = self.fairmtl_config.tasks
+        logits = {
+            t: self.strategy.fairness_logits(t, batch) for t, task in enumerate(tasks) if task in self.fairness_losses
+        }
+        return self._stacked_fairness(logits, batch.labels, batch.group_ids)
+
+    def _stacked_fairness(
+        self, logits: dict[int, torch.Tensor], labels: torch.Tensor, group_ids: Callable[[str], torch.Tensor]
+    ) -> list[torch.Tensor | None]:
+        """F_t (mean over the task's attributes) of the tasks in `logits`, `None` for the others; the tasks of an
+        attribute (and class count) in one stacked loss call: at many tasks the per-task small tensor operations,
+        not the arithmetic, are the cost."""
+        tasks = self.fairmtl_config.tasks
         values: dict[tuple[int, str], torch.Tensor] = {}
-        for attr in dict.fromkeys(a for t in chosen for a in self.fairness_attributes[tasks[t]]):
-            users = [t for t in chosen if attr in self.fairness_attributes[tasks[t]]]
-            for width in dict.fromkeys(logits[t].shape[-1] for t in users):  # stack tasks of one class count
+        for attr in dict.fromkeys(a for t in logits for a in self.fairness_attributes[tasks[t]]):
+            users = [t for t in logits if attr in self.fairness_attributes[tasks[t]]]
+            for width in dict.fromkeys(logits[t].shape[-1] for t in users):
                 same = [t for t in users if logits[t].shape[-1] == width]
                 losses = [self.fairness_losses[tasks[t]][_module_key(attr)] for t in same]
                 stacked = stacked_fairness_loss(
-                    losses, torch.stack([logits[t] for t in same]), batch.labels[:, same].T, batch.group_ids(attr)
+                    losses, torch.stack([logits[t] for t in same]), labels[:, same].T, group_ids(attr)
                 )
                 values.update({(t, attr): stacked[i] for i, t in enumerate(same)})
         return [

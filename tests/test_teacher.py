@@ -225,6 +225,52 @@ def test_lookahead_is_one_sgd_step_on_a_copy() -> None:
     assert flatten_parameters(candidates[0]).shape == (6 * 3 + 3,)
 
 
+def test_all_heads_look_ahead_at_once_as_each_alone(tmp_path) -> None:
+    """One look-ahead of every task head (vectorised logits, stacked fairness losses, one backward per action)
+    gives each head the candidates of its own look-ahead with the trainer's CE_t and F_t, and scores the same."""
+    from hf_fairmtl.teacher import lookahead_steps, stacked_head_logits
+
+    tasks = ("a", "b", "c")
+    train = Dataset.from_list(biased_rows(64, 0, tasks=tasks))
+    torch.manual_seed(0)
+    model = FairMTLModel(tabular_config(tasks))
+    trainer = FairMTLTrainer(
+        model=model, args=trainer_args(tmp_path, strategy="teacher"), train_dataset=train, eval_dataset=train
+    )
+    batch = trainer.data_collator([train[i] for i in range(32)])
+    labels, groups = batch["labels"], batch["group_labels"]
+    labels[:6, 1] = -100
+    features = model.encode(features=batch["features"]).detach()
+    heads = [model.heads[task] for task in tasks]
+    params = [trainable_head_parameters(head) for head in heads]
+    assert model.heads.training  # the vectorised path must still score in eval mode
+
+    def objectives(logits):
+        return trainer.objective_terms(logits, labels, groups)
+
+    together = lookahead_steps(heads, params, features, objectives, lr=0.7)
+    for t, (head, task) in enumerate(zip(heads, tasks, strict=True)):
+        fairness = trainer.fairness_losses[task]["group"].eval()
+
+        def alone(logits, t=t, task=task, fairness=fairness):
+            return [trainer.task_losses[task](logits, labels[:, t])[0], fairness(logits, labels[:, t], groups[:, 0])]
+
+        expected_candidates = lookahead_step(head, params[t], features, alone, lr=0.7)
+        for candidate, expected in zip(together[t], expected_candidates, strict=True):
+            for name, value in expected.items():
+                torch.testing.assert_close(candidate[name], value, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(together[t][0]["out_proj.weight"], together[t][1]["out_proj.weight"])
+    trainer.fairness_losses.train()
+    vectorised = stacked_head_logits(heads, params, features)
+    for head, logits in zip(heads, vectorised, strict=True):
+        torch.testing.assert_close(logits, head.eval()(features), rtol=1e-5, atol=1e-6)
+        head.train()
+    frozen = copy.deepcopy(heads[1])
+    frozen.out_proj.bias.requires_grad_(False)  # frozen weights differ per head: no vectorised path
+    mixed = stacked_head_logits([heads[0], frozen], [params[0], trainable_head_parameters(frozen)], features)
+    torch.testing.assert_close(mixed[1], frozen.eval()(features))
+
+
 # ---------------------------------------------------------------------------------------------- held-out scoring
 
 

@@ -40,6 +40,8 @@ from .lookahead import (
     global_gradient_reducer,
     head_logits,
     lookahead_step,
+    lookahead_steps,
+    stacked_head_logits,
     trainable_head_parameters,
     unflatten_parameters,
 )
@@ -79,6 +81,8 @@ __all__ = [
     "head_logits",
     "logged_diagnostic_keys",
     "lookahead_step",
+    "lookahead_steps",
+    "stacked_head_logits",
     "plot_teacher_diagnostics",
     "random_projection",
     "task_state",

@@ -21,7 +21,7 @@ from .lookahead import (
     eval_mode,
     flatten_parameters,
     global_gradient_reducer,
-    lookahead_step,
+    lookahead_steps,
     trainable_head_parameters,
 )
 from .settings import ACCURACY_ACTION, TeacherSettings
@@ -200,60 +200,65 @@ class TeacherCallback(TrainerCallback):
     def _look_ahead(
         self, teacher: TaskTeacher, model: torch.nn.Module, batch: Mapping[str, Any] | None, features: torch.Tensor
     ) -> tuple[list[torch.Tensor], list[Transition | None], list[dict[str, Any]]]:
-        """Per task: observe the current head, build its state, simulate both actions (see [`_transition`])."""
-        states, transitions, scores = [], [], []
-        for t, task in enumerate(self.tasks):
-            head = model.heads[task]
-            params = trainable_head_parameters(head)
-            accuracy, eo_violation = self.heldout.score(t, head, params, features)
+        """Observe every task's current head, build its state, simulate both actions (see [`_transitions`])."""
+        heads = [model.heads[task] for task in self.tasks]
+        params = [trainable_head_parameters(head) for head in heads]
+        current = self.heldout.score_many(range(len(heads)), heads, params, features)
+        states = []
+        for t, (accuracy, eo_violation) in enumerate(current):
             teacher.observe(t, accuracy, eo_violation)
-            state = teacher.dqn.make_state(t, flatten_parameters(params), (accuracy, eo_violation))
-            states.append(state)
-            transition, candidates = None, []
-            if batch is not None:
-                scored = not math.isnan(accuracy)
-                transition, candidates = self._transition(t, head, params, state, batch, features, scored)
-            transitions.append(transition)
-            scores.append({"accuracy": accuracy, "eo": eo_violation, "candidates": candidates})
+            states.append(teacher.dqn.make_state(t, flatten_parameters(params[t]), (accuracy, eo_violation)))
+        transitions: list[Transition | None] = [None] * len(heads)
+        candidates: list[list[tuple[float, float]]] = [[] for _ in heads]
+        if batch is not None:
+            transitions, candidates = self._transitions(heads, params, states, batch, features, current)
+        scores = [
+            {"accuracy": accuracy, "eo": eo_violation, "candidates": task_candidates}
+            for (accuracy, eo_violation), task_candidates in zip(current, candidates, strict=True)
+        ]
         return states, transitions, scores
 
-    def _transition(
+    def _transitions(
         self,
-        t: int,
-        head: torch.nn.Module,
-        params: Mapping[str, torch.Tensor],
-        state: torch.Tensor,
+        heads: Sequence[torch.nn.Module],
+        params: Sequence[Mapping[str, torch.Tensor]],
+        states: Sequence[torch.Tensor],
         batch: Mapping[str, torch.Tensor | None],
         features: torch.Tensor,
-        scored: bool,
-    ) -> tuple[Transition | None, list[tuple[float, float]]]:
-        """Look-ahead of task t: both simulated head steps, their held-out scores, rewards and next states.
+        current: Sequence[tuple[float, float]],
+    ) -> tuple[list[Transition | None], list[list[tuple[float, float]]]]:
+        """Look-ahead of every task: both simulated head steps, their held-out scores, rewards and next states.
 
         Returns:
-            The transition (`None` when the task is unscored) and each candidate's `(accuracy, EO violation)`.
+            Per task, the transition (`None` when the task is unscored) and each candidate's `(accuracy, EO)`.
         """
         teacher = self._require_bound()
-        labels = batch["labels"][:, t]
-        group_labels = batch.get("group_labels")
+        labels = batch["labels"]
 
-        def objectives(logits: torch.Tensor) -> Sequence[torch.Tensor]:
-            return self.trainer.task_objective_terms(t, logits, labels, group_labels)
+        def objectives(logits: list[torch.Tensor]) -> Sequence[Sequence[torch.Tensor]]:
+            return self.trainer.objective_terms(logits, labels, batch.get("group_labels"))
 
-        # Runs on every rank even when this task is unscored: the fairness loss holds collectives.
-        candidates = lookahead_step(
-            head, params, batch["shared"], objectives, self.settings.lookahead_lr, global_gradient_reducer(labels)
-        )
-        if not scored:
-            return None, []
-        next_states, rewards, candidate_scores = [], [], []
-        for candidate in candidates:
-            candidate_accuracy, candidate_eo = self.heldout.score(t, head, candidate, features)
-            candidate_scores.append((candidate_accuracy, candidate_eo))
-            rewards.append(teacher.reward(t, candidate_accuracy, candidate_eo))
-            next_states.append(
-                teacher.dqn.make_state(t, flatten_parameters(candidate), (candidate_accuracy, candidate_eo))
+        # Runs on every rank even for unscored tasks: the fairness losses hold collectives.
+        reducers = [global_gradient_reducer(labels[:, t]) for t in range(len(heads))]
+        candidates = lookahead_steps(heads, params, batch["shared"], objectives, self.settings.lookahead_lr, reducers)
+        scored = [t for t, (accuracy, _) in enumerate(current) if not math.isnan(accuracy)]
+        pairs = [(t, candidate) for t in scored for candidate in candidates[t]]
+        results = iter(
+            self.heldout.score_many(
+                [t for t, _ in pairs], [heads[t] for t, _ in pairs], [c for _, c in pairs], features
             )
-        return Transition(state, torch.stack(next_states), torch.tensor(rewards)), candidate_scores
+        )
+        transitions: list[Transition | None] = [None] * len(heads)
+        candidate_scores: list[list[tuple[float, float]]] = [[] for _ in heads]
+        for t in scored:
+            next_states, rewards = [], []
+            for candidate in candidates[t]:
+                accuracy, eo_violation = next(results)
+                candidate_scores[t].append((accuracy, eo_violation))
+                rewards.append(teacher.reward(t, accuracy, eo_violation))
+                next_states.append(teacher.dqn.make_state(t, flatten_parameters(candidate), (accuracy, eo_violation)))
+            transitions[t] = Transition(states[t], torch.stack(next_states), torch.tensor(rewards))
+        return transitions, candidate_scores
 
     def _diagnose(
         self,

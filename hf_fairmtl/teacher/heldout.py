@@ -12,7 +12,7 @@ from torch import nn
 from ..groups import UNKNOWN_GROUP, attribute_group_ids
 from ..metrics import equalized_odds_violation, task_metrics
 from ..modeling_fairmtl import IGNORE_INDEX
-from .lookahead import eval_mode, head_logits
+from .lookahead import eval_mode, stacked_head_logits
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "features")
 ENCODE_CHUNK = 256
@@ -134,13 +134,28 @@ class HeldoutSet:
         groups (nothing to compare, so the reward keeps only its accuracy term), or the head is collapsed (see
         `collapse_threshold`). Both are NaN when no row is labelled for the task.
         """
+        return self.score_many([task_index], [head], [params], features)[0]
+
+    def score_many(
+        self,
+        task_indices: Sequence[int],
+        heads: Sequence[nn.Module],
+        params: Sequence[Mapping[str, torch.Tensor]],
+        features: torch.Tensor,
+    ) -> list[tuple[float, float]]:
+        """[`score`] of several `(task, head, parameters)`, the heads run in one vectorised call where they allow it
+        (`stacked_head_logits`): a teacher step scores every task's current head and both candidates."""
+        with torch.no_grad():
+            logits = stacked_head_logits(heads, params, features)
+        return [self._scores(t, task_logits) for t, task_logits in zip(task_indices, logits, strict=True)]
+
+    def _scores(self, task_index: int, logits: torch.Tensor) -> tuple[float, float]:
+        """[`score`] from a head's logits on every held-out row."""
         rows = self._task_rows(task_index)
         if rows is None:
             return math.nan, math.nan
         indices, y_true, attribute_groups = rows
-        with torch.no_grad():
-            logits = head_logits(head, params, features[indices.to(features.device)])
-        y_pred = logits.argmax(-1).cpu().numpy()
+        y_pred = logits[indices.to(logits.device)].argmax(-1).cpu().numpy()
         if self.accuracy_metric == "accuracy" and self.collapse_threshold is None:  # the paper's: no extra figures
             accuracy = float((y_true == y_pred).mean())
         else:

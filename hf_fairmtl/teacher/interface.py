@@ -46,10 +46,11 @@ class TeacherStudent(Protocol):
         """Set each task's objective until the next decision: 0 = accuracy loss, 1 = fairness loss."""
         ...
 
-    def task_objective_terms(
-        self, task_index: int, logits: torch.Tensor, labels: torch.Tensor, group_labels: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(CE_t, F_t)` of task `task_index` on given logits, without touching running fairness state."""
+    def objective_terms(
+        self, logits: Sequence[torch.Tensor], labels: torch.Tensor, group_labels: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """`([CE_t], [F_t])` of every task on given per-task logits (`[B, T]` labels), without touching running
+        fairness state."""
         ...
 
     def record_metric(self, name: str, value: float | torch.Tensor, mode: str = "train") -> None:

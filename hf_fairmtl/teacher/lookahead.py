@@ -62,6 +62,97 @@ def head_logits(head: nn.Module, params: Mapping[str, torch.Tensor], features: t
         return torch.func.functional_call(head, dict(params), (features.to(first.dtype),), strict=False)
 
 
+def stacked_head_logits(
+    heads: Sequence[nn.Module], params: Sequence[Mapping[str, torch.Tensor]], features: torch.Tensor
+) -> list[torch.Tensor]:
+    """`head_logits(heads[k], params[k], features)` for every k, in one vectorised call where the heads allow it.
+
+    Heads of one class whose parameters are all trainable and alike in name, shape and dtype, without buffers
+    (the default `TaskHead`s of tasks with the same class count), run as one `torch.func.vmap` over the stacked
+    parameters: one call instead of one per head, equal up to float rounding. Others run one by one.
+    """
+    if len(heads) < 2 or not _stackable(heads, params):
+        return [head_logits(head, p, features) for head, p in zip(heads, params, strict=True)]
+    template = heads[0]
+    stacked = {name: torch.stack([p[name] for p in params]) for name in params[0]}
+    inputs = features.to(next(iter(params[0].values())).dtype)
+
+    def one(head_params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.func.functional_call(template, head_params, (inputs,), strict=False)
+
+    with contextlib.ExitStack() as stack:
+        if template.training:
+            stack.enter_context(eval_mode(template))
+        return list(torch.func.vmap(one)(stacked).unbind(0))
+
+
+def _stackable(heads: Sequence[nn.Module], params: Sequence[Mapping[str, torch.Tensor]]) -> bool:
+    """Whether [`stacked_head_logits`] may run every head as the first one with its own parameters."""
+    first = heads[0]
+    shapes = [(name, p.shape, p.dtype) for name, p in params[0].items()]
+    for head, head_params in zip(heads, params, strict=True):
+        if type(head) is not type(first) or any(True for _ in head.buffers()):
+            return False
+        if [(n, p.shape, p.dtype) for n, p in head_params.items()] != shapes:
+            return False
+        if {name for name, _ in head.named_parameters()} != set(head_params):  # frozen weights differ per head
+            return False
+    return True
+
+
+def lookahead_steps(
+    heads: Sequence[nn.Module],
+    params: Sequence[Mapping[str, torch.Tensor]],
+    features: torch.Tensor,
+    objectives: Callable[[list[torch.Tensor]], Sequence[Sequence[torch.Tensor]]],
+    lr: float,
+    reducers: Sequence[GradientReducer | None] | None = None,
+) -> list[list[dict[str, torch.Tensor]]]:
+    """Simulate one SGD step of every task head per objective, on functional copies (the real heads are untouched).
+
+    Args:
+        heads: The task heads (their module structure is used; their parameters are replaced by `params`).
+        params: Per head, its current trainable parameters.
+        features: Cached shared features `[B, H]` of a training batch (detached).
+        objectives: Maps the heads' logits (one `[B, C]` per head) to, per action, one scalar loss per head
+            (e.g. `([CE_t]_t, [F_t]_t)`). Head t's losses must depend on head t's logits only: the gradient of
+            each action's sum over heads then gives every head its own gradient, in one backward per action.
+        lr: Learning rate of the simulated step.
+        reducers: Optional per-head hooks applied to that head's per-action gradient lists (the callback
+            all-reduces them across ranks here). A parameter that an objective does not reach gets a zero gradient.
+
+    Returns:
+        Per head, one parameter dict per action: `θ − lr · ∇θ objective`.
+    """
+    leaves = [
+        {name: p.detach().clone().requires_grad_(True) for name, p in head_params.items()} for head_params in params
+    ]
+    flat = [leaf for head_leaves in leaves for leaf in head_leaves.values()]
+    with torch.enable_grad():
+        per_action = objectives(stacked_head_logits(heads, leaves, features.detach()))
+        gradients = []
+        for index, losses in enumerate(per_action):
+            total = torch.stack(list(losses)).sum()
+            grads = torch.autograd.grad(total, flat, retain_graph=index < len(per_action) - 1, allow_unused=True)
+            gradients.append(
+                [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(flat, grads, strict=True)]
+            )
+    results, start = [], 0
+    for h, head_leaves in enumerate(leaves):
+        stop = start + len(head_leaves)
+        head_grads = [action_grads[start:stop] for action_grads in gradients]
+        start = stop
+        if reducers is not None and reducers[h] is not None:
+            head_grads = reducers[h](head_grads)
+        results.append(
+            [
+                {name: (p.detach() - lr * g).detach() for (name, p), g in zip(head_leaves.items(), grads, strict=True)}
+                for grads in head_grads
+            ]
+        )
+    return results
+
+
 def lookahead_step(
     head: nn.Module,
     params: Mapping[str, torch.Tensor],
@@ -70,36 +161,16 @@ def lookahead_step(
     lr: float,
     reduce_gradients: GradientReducer | None = None,
 ) -> list[dict[str, torch.Tensor]]:
-    """Simulate one SGD step of a head per objective, on a functional copy (the real head is untouched).
-
-    Args:
-        head: The task head (its module structure is used; its parameters are replaced by `params`).
-        params: Current trainable parameters of the head.
-        features: Cached shared features `[B, H]` of a training batch (detached).
-        objectives: Maps the head's logits to one scalar loss per action (e.g. `(CE_t, F_t)`).
-        lr: Learning rate of the simulated step.
-        reduce_gradients: Optional hook applied to the per-action gradient lists (the callback all-reduces
-            them across ranks here). A parameter that an objective does not reach gets a zero gradient.
+    """[`lookahead_steps`] of one head: `objectives` maps its logits to one scalar loss per action.
 
     Returns:
         One parameter dict per objective: `θ − lr · ∇θ objective`.
     """
-    leaves = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
-    with torch.enable_grad():
-        losses = objectives(head_logits(head, leaves, features.detach()))
-        gradients = []
-        for index, loss in enumerate(losses):
-            last = index == len(losses) - 1
-            grads = torch.autograd.grad(loss, list(leaves.values()), retain_graph=not last, allow_unused=True)
-            gradients.append(
-                [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(leaves.values(), grads, strict=True)]
-            )
-    if reduce_gradients is not None:
-        gradients = reduce_gradients(gradients)
-    return [
-        {name: (p.detach() - lr * g).detach() for (name, p), g in zip(leaves.items(), grads, strict=True)}
-        for grads in gradients
-    ]
+
+    def per_action(logits: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        return [[loss] for loss in objectives(logits[0])]
+
+    return lookahead_steps([head], [params], features, per_action, lr, [reduce_gradients])[0]
 
 
 def global_gradient_reducer(labels: torch.Tensor) -> GradientReducer:
