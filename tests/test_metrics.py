@@ -370,8 +370,9 @@ def test_relative_scores_with_and_without_collapsed_tasks():
 
 @pytest.mark.parametrize("num_classes", [2, 4])
 def test_equalized_odds_violation_equals_fairness_metrics(num_classes):
-    """The teacher's cheap EO violation is exactly `fairness_metrics`' (unknown groups and missing labels too)."""
-    from hf_fairmtl.metrics import equalized_odds_violation
+    """The teacher's cheap EO violation is exactly `fairness_metrics`' (unknown groups and missing labels too), one
+    prediction or several of the same rows at once."""
+    from hf_fairmtl.metrics import equalized_odds_violation, equalized_odds_violations
 
     rng = np.random.default_rng(num_classes)
     for _ in range(20):
@@ -381,3 +382,10 @@ def test_equalized_odds_violation_equals_fairness_metrics(num_classes):
         groups = rng.integers(-1, 3, 60)
         expected = fairness_metrics(y_true, y_pred, groups, num_classes=num_classes)["eo_violation"]
         assert equalized_odds_violation(y_true, y_pred, groups, num_classes) == expected
+        others = rng.integers(0, num_classes, (2, 60))
+        batched = equalized_odds_violations(y_true, np.vstack([y_pred, others]), groups, num_classes)
+        assert batched.tolist() == [
+            fairness_metrics(y_true, p, groups, num_classes=num_classes)["eo_violation"] for p in (y_pred, *others)
+        ]
+    with pytest.raises(ValueError, match="outside"):
+        equalized_odds_violations([0, 1], [[0, num_classes]], [0, 1], num_classes)

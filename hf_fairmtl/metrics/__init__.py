@@ -10,7 +10,14 @@
 import os
 
 from .compute import make_compute_metrics
-from .group import GAP_METRIC_TITLES, GAP_METRICS, RATE_GAPS, equalized_odds_violation, fairness_metrics
+from .group import (
+    GAP_METRIC_TITLES,
+    GAP_METRICS,
+    RATE_GAPS,
+    equalized_odds_violation,
+    equalized_odds_violations,
+    fairness_metrics,
+)
 from .relative import relative_scores, task_is_collapsed
 from .task import COLLAPSE_THRESHOLD, balanced_accuracy, is_collapsed, majority_prediction_share, task_metrics
 
@@ -25,6 +32,7 @@ __all__ = [
     "RATE_GAPS",
     "balanced_accuracy",
     "equalized_odds_violation",
+    "equalized_odds_violations",
     "fairness_metrics",
     "is_collapsed",
     "majority_prediction_share",

@@ -55,11 +55,11 @@ def _rate(hits: np.ndarray, total: np.ndarray) -> np.ndarray:
 
 
 def _spread(rates: np.ndarray) -> np.ndarray:
-    """Max − min over groups (axis 0) of the defined rates; NaN where fewer than two are defined."""
+    """Max − min over groups (axis −2: `[..., G, C]`) of the defined rates; NaN where fewer than two are defined."""
     defined = ~np.isnan(rates)
-    high = np.where(defined, rates, -np.inf).max(axis=0, initial=-np.inf)  # `initial`: no groups at all is fine
-    low = np.where(defined, rates, np.inf).min(axis=0, initial=np.inf)
-    return np.where(defined.sum(axis=0) >= 2, high - low, np.nan)
+    high = np.where(defined, rates, -np.inf).max(axis=-2, initial=-np.inf)  # `initial`: no groups at all is fine
+    low = np.where(defined, rates, np.inf).min(axis=-2, initial=np.inf)
+    return np.where(defined.sum(axis=-2) >= 2, high - low, np.nan)
 
 
 def _mean_or_zero(values: np.ndarray) -> float:
@@ -139,14 +139,48 @@ def fairness_metrics(
 def equalized_odds_violation(y_true: Any, y_pred: Any, groups: Any, num_classes: int | None = None) -> float:
     """`fairness_metrics(...)["eo_violation"]` alone: `tpr_gap + fpr_gap`, without the other figures.
 
-    What the L2T-FMT teacher scores its look-ahead candidates by, many times per step; same arguments and
-    definitions as [`fairness_metrics`].
+    Same arguments and definitions as [`fairness_metrics`]; see [`equalized_odds_violations`] for several
+    predictions of the same rows at once.
     """
     y_true, y_pred, groups, num_classes = _labelled_arrays(y_true, y_pred, groups, num_classes)
-    _, confusion = _group_confusion(y_true, y_pred, groups, num_classes, None)
-    rates = _base_rates(_confusion_counts(confusion))
+    return float(equalized_odds_violations(y_true, y_pred[None], groups, num_classes)[0])
+
+
+def equalized_odds_violations(y_true: Any, y_preds: Any, groups: Any, num_classes: int) -> np.ndarray:
+    """EO violation of K predictions of the same rows, `[K]`, from one confusion count: what the L2T-FMT teacher
+    scores a task's current head and both look-ahead candidates by.
+
+    Args:
+        y_true: `[N]` labels, -100 = missing (dropped).
+        y_preds: `[K, N]` predicted classes.
+        groups: `[N]` group ids, negative = unknown (dropped).
+        num_classes: Number of classes.
+
+    Raises:
+        ValueError: On arrays of different lengths or classes outside `[0, num_classes)`.
+    """
+    y_true = np.asarray(y_true).reshape(-1).astype(np.int64)
+    y_preds = np.asarray(y_preds).astype(np.int64)
+    groups = np.asarray(groups).reshape(-1).astype(np.int64)
+    if y_preds.ndim != 2 or y_preds.shape[1] != y_true.size or groups.size != y_true.size:
+        raise ValueError(
+            f"y_preds must be [K, {y_true.size}] and groups [{y_true.size}], got {list(y_preds.shape)} and "
+            f"{list(groups.shape)}"
+        )
+    keep = (y_true != IGNORE_INDEX) & (groups >= 0)
+    y_true, y_preds, groups = y_true[keep], y_preds[:, keep], groups[keep]
+    for name, values in (("label", y_true), ("prediction", y_preds)):
+        _check_classes(name, values, num_classes)
+    group_ids = np.unique(groups)
+    num_groups = int(group_ids.max()) + 1 if group_ids.size else 0
+    candidates = np.arange(len(y_preds))[:, None]
+    flat = (((candidates * num_groups + groups) * num_classes + y_true) * num_classes + y_preds).reshape(-1)
+    size = len(y_preds) * num_groups * num_classes * num_classes
+    confusion = np.bincount(flat, minlength=size).reshape(len(y_preds), num_groups, num_classes, num_classes)
+    rates = _base_rates(_confusion_counts(confusion[:, group_ids].astype(np.float64)))
     classes = _scored_classes(num_classes)
-    return _mean_or_zero(_spread(rates["tpr"][:, classes])) + _mean_or_zero(_spread(rates["fpr"][:, classes]))
+    gaps = [_spread(rates[rate][..., classes]) for rate in ("tpr", "fpr")]
+    return np.array([_mean_or_zero(tpr) + _mean_or_zero(fpr) for tpr, fpr in zip(*gaps, strict=True)])
 
 
 def _scored_classes(num_classes: int) -> list[int]:
@@ -155,11 +189,11 @@ def _scored_classes(num_classes: int) -> list[int]:
 
 
 def _confusion_counts(confusion: np.ndarray) -> dict[str, np.ndarray]:
-    """Per group and class (`[G, C]`; `rows` `[G, 1]`) counts of `confusion[g, y, ŷ]`, one-vs-rest."""
-    positives = confusion.sum(axis=2)  # rows labelled c
-    predicted = confusion.sum(axis=1)  # rows predicted c
-    true_pos = np.diagonal(confusion, axis1=1, axis2=2)
-    rows = confusion.sum(axis=(1, 2))[:, None]
+    """Per group and class (`[..., G, C]`; `rows` `[..., G, 1]`) counts of `confusion[..., g, y, ŷ]`, one-vs-rest."""
+    positives = confusion.sum(axis=-1)  # rows labelled c
+    predicted = confusion.sum(axis=-2)  # rows predicted c
+    true_pos = np.diagonal(confusion, axis1=-2, axis2=-1)
+    rows = confusion.sum(axis=(-2, -1))[..., None]
     return {
         "positives": positives,
         "negatives": rows - positives,
@@ -204,10 +238,14 @@ def _labelled_arrays(
     if num_classes is None:
         num_classes = max(2, int(max(y_true.max(initial=0), y_pred.max(initial=0))) + 1)
     for name, values in (("label", y_true), ("prediction", y_pred)):
-        if values.size and (values.min() < 0 or values.max() >= num_classes):
-            bad = values[(values < 0) | (values >= num_classes)][0]
-            raise ValueError(f"A {name} ({bad}) is outside [0, {num_classes}) (use {IGNORE_INDEX} for a missing label)")
+        _check_classes(name, values, num_classes)
     return y_true, y_pred, groups, num_classes
+
+
+def _check_classes(name: str, values: np.ndarray, num_classes: int) -> None:
+    if values.size and (values.min() < 0 or values.max() >= num_classes):
+        bad = values[(values < 0) | (values >= num_classes)].reshape(-1)[0]
+        raise ValueError(f"A {name} ({bad}) is outside [0, {num_classes}) (use {IGNORE_INDEX} for a missing label)")
 
 
 def _group_confusion(

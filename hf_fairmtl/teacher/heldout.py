@@ -6,11 +6,12 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..groups import UNKNOWN_GROUP, attribute_group_ids
-from ..metrics import equalized_odds_violation, task_metrics
+from ..metrics import equalized_odds_violations, task_metrics
 from ..modeling_fairmtl import IGNORE_INDEX
 from .lookahead import eval_mode, stacked_head_logits
 
@@ -143,29 +144,42 @@ class HeldoutSet:
         params: Sequence[Mapping[str, torch.Tensor]],
         features: torch.Tensor,
     ) -> list[tuple[float, float]]:
-        """[`score`] of several `(task, head, parameters)`, the heads run in one vectorised call where they allow it
-        (`stacked_head_logits`): a teacher step scores every task's current head and both candidates."""
+        """[`score`] of several `(task, head, parameters)`: the heads run in one vectorised call where they allow it
+        (`stacked_head_logits`) and the predictions of one task share one confusion count (a teacher step scores
+        every task's current head, then both candidates of every task)."""
         with torch.no_grad():
             logits = stacked_head_logits(heads, params, features)
-        return [self._scores(t, task_logits) for t, task_logits in zip(task_indices, logits, strict=True)]
+        by_task: dict[int, list[int]] = {}
+        for k, t in enumerate(task_indices):
+            by_task.setdefault(t, []).append(k)
+        scores: list[tuple[float, float]] = [(math.nan, math.nan)] * len(task_indices)
+        for t, positions in by_task.items():
+            for k, score in zip(positions, self._scores(t, [logits[k] for k in positions]), strict=True):
+                scores[k] = score
+        return scores
 
-    def _scores(self, task_index: int, logits: torch.Tensor) -> tuple[float, float]:
-        """[`score`] from a head's logits on every held-out row."""
+    def _scores(self, task_index: int, logits: Sequence[torch.Tensor]) -> list[tuple[float, float]]:
+        """[`score`] of one task from several heads' logits on every held-out row."""
         rows = self._task_rows(task_index)
         if rows is None:
-            return math.nan, math.nan
+            return [(math.nan, math.nan)] * len(logits)
         indices, y_true, attribute_groups = rows
-        y_pred = logits[indices.to(logits.device)].argmax(-1).cpu().numpy()
+        index = indices.to(logits[0].device)
+        y_preds = np.stack([task_logits[index].argmax(-1).cpu().numpy() for task_logits in logits])
         if self.accuracy_metric == "accuracy" and self.collapse_threshold is None:  # the paper's: no extra figures
-            accuracy = float((y_true == y_pred).mean())
+            accuracies = [float((y_true == y_pred).mean()) for y_pred in y_preds]
+            collapsed = [False] * len(logits)
         else:
-            figures = task_metrics(y_true, y_pred, threshold=self.collapse_threshold or 1.0)
-            accuracy = figures[self.accuracy_metric]
-            if self.collapse_threshold is not None and figures["collapsed"]:
-                return float(accuracy), math.nan
+            figures = [task_metrics(y_true, y_pred, threshold=self.collapse_threshold or 1.0) for y_pred in y_preds]
+            accuracies = [float(f[self.accuracy_metric]) for f in figures]
+            collapsed = [self.collapse_threshold is not None and bool(f["collapsed"]) for f in figures]
         num_classes = self.num_labels[task_index]
-        violations = [equalized_odds_violation(y_true, y_pred, groups, num_classes) for groups in attribute_groups]
-        return float(accuracy), (sum(violations) / len(violations)) if violations else math.nan
+        violations = [equalized_odds_violations(y_true, y_preds, groups, num_classes) for groups in attribute_groups]
+        eo = np.mean(violations, axis=0) if violations else np.full(len(logits), math.nan)
+        return [
+            (accuracy, math.nan if gone else float(value))
+            for accuracy, gone, value in zip(accuracies, collapsed, eo, strict=True)
+        ]
 
     def _task_rows(self, task_index: int) -> tuple[torch.Tensor, Any, list[Any]] | None:
         """Rows labelled for a task: their indices, labels (NumPy) and the group ids (NumPy) of each fairness
