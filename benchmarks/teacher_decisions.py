@@ -162,8 +162,10 @@ def relative(run: Mapping[str, Any], stl: Mapping[str, Any]) -> dict[str, float]
     return scores
 
 
-def run_all(variants: Sequence[str], seeds: Sequence[int], mode: Mapping[str, Any]) -> dict[str, Any]:
-    """STL, the baselines and every teacher variant for every seed."""
+def run_all(
+    variants: Sequence[str], seeds: Sequence[int], mode: Mapping[str, Any], task_loss: str | None = None
+) -> dict[str, Any]:
+    """STL, the baselines and every teacher variant for every seed (`task_loss`: every run's accuracy loss)."""
     splits = load_census_sources(max_rows=mode["max_rows"], max_test_rows=mode["max_test_rows"], seed=0)
     tasks = list(splits.tasks)
     common = {
@@ -171,6 +173,7 @@ def run_all(variants: Sequence[str], seeds: Sequence[int], mode: Mapping[str, An
         "per_device_train_batch_size": 256,
         "per_device_eval_batch_size": 2048,
         "learning_rate": 3e-3,
+        **({"task_loss": task_loss} if task_loss else {}),
     }
     config, train, heldout, test = prepare(splits.config_kwargs(), splits.train_sources, splits.test_sources)
     stl_data = {task: prepare(*single_task_splits(splits, task)) for task in tasks}
@@ -232,7 +235,8 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
     tasks = payload["tasks"]
     summary = payload["summary"]
     lines += [
-        f"Census quick setting (as `benchmarks.quality_tabular --quick`), seeds {payload['seeds']}. Variants: "
+        f"Census quick setting (as `benchmarks.quality_tabular --quick`), seeds {payload['seeds']}, accuracy loss "
+        f"`{payload.get('task_loss', 'cross_entropy')}` in every run (STL, baselines, teacher). Variants: "
         + "; ".join(f"`{name}` = {VARIANTS[name] or 'the defaults'}" for name in payload["variants"])
         + ". ARA/AREO against the fair STL models of the same seed; a task predicting one class on ≥ 95 % of test "
         "rows is collapsed (its EO ≈ 0 is not fairness); `w/o collapsed` leaves those tasks out.",
@@ -296,10 +300,26 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def slim(result: dict[str, Any]) -> dict[str, Any]:
+    """Keep every teacher step's diagnostics and decisions for the first seed only (the one the plots show); the
+    other seeds keep their summaries, so the JSON stays small at many seeds."""
+    for per_seed in result["runs"].values():
+        for run in per_seed[1:]:
+            run.pop("diagnostics", None)
+            run.pop("history", None)
+    return result
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--task_loss",
+        default=None,
+        help="accuracy loss of every run (STL, baselines, teacher), e.g. 'balanced' (class-balanced CE, the CLI's "
+        "tabular default where a task's majority class exceeds 80 %%); default: cross-entropy, as quality_tabular",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--stem", default=STEM)
@@ -312,8 +332,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     meta = start_metadata(command_string("benchmarks.teacher_decisions", argv), args.threads, "quick")
     seeds = list(range(args.seeds))
-    result = run_all(args.variants, seeds, MODES["quick"])
-    payload = {"meta": finish_metadata(meta), "seeds": seeds, "variants": args.variants, **result}
+    result = slim(run_all(args.variants, seeds, MODES["quick"], task_loss=args.task_loss))
+    payload = {
+        "meta": finish_metadata(meta),
+        "seeds": seeds,
+        "variants": args.variants,
+        "task_loss": args.task_loss or "cross_entropy",
+        **result,
+    }
     paths = write_results(args.stem, payload, render_markdown(payload), args.output_dir)
     for variant in args.variants:
         first = payload["runs"][variant][0]

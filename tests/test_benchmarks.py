@@ -84,3 +84,18 @@ def test_transfer_method_at_another_weight() -> None:
     default_transfer = quality_text.TEXT_METHODS[quality_text.TRANSFER][2]
     assert overrides == {**default_transfer, "fairness_weight": 3.0}
     assert "fairness_weight" not in default_transfer  # the default transfer run keeps the trainer's λ
+
+
+def test_teacher_decisions_keeps_step_diagnostics_of_the_first_seed_only() -> None:
+    """At many seeds the JSON keeps every teacher step of the plotted seed and the summaries of all seeds."""
+    from benchmarks.teacher_decisions import parse_args, slim
+
+    assert parse_args(["--task_loss", "balanced", "--seeds", "10"]).task_loss == "balanced"
+    runs = {
+        "default": [
+            {"seed": s, "diagnostics": [{"step": 1}], "history": [[1, [0]]], "fairness_share": {}} for s in range(3)
+        ]
+    }
+    slimmed = slim({"runs": runs})["runs"]["default"]
+    assert slimmed[0]["diagnostics"] == [{"step": 1}] and slimmed[0]["history"] == [[1, [0]]]
+    assert all("diagnostics" not in run and "history" not in run and "fairness_share" in run for run in slimmed[1:])
