@@ -45,11 +45,9 @@ from .experiments import (
     ExperimentArguments,
     ModelArguments,
     evaluate_checkpoint,
-    format_table,
-    load_run,
     resolve_training_kwargs,
     run_experiment,
-    summary_rows,
+    summarize_run,
     write_report,
 )
 from .experiments.sweeps import split_sweep_argv, sweep_methods
@@ -60,7 +58,8 @@ COMMANDS = ("train", "evaluate", "report", "predict")
 USAGE = """usage: hf-fairmtl {train,evaluate,report,predict} ...
 
   hf-fairmtl train [CONFIG.yaml] [--flags]        train and compare methods (default: fairness transfer
-                                                 on packaged BUG text with MiniLM), write RUN_DIR + report
+                                                 on packaged BUG text with MiniLM), write RUN_DIR + report;
+                                                 tabular data adds fairlearn anchors (--anchors false: none)
   hf-fairmtl evaluate --model_name_or_path DIR    evaluate a saved model on held-out rows
   hf-fairmtl report RUN_DIR                       write RUN_DIR/report.md with plots
   hf-fairmtl predict --model_name_or_path DIR --input rows.csv --output predictions.csv
@@ -234,7 +233,7 @@ def report(argv: Sequence[str]) -> int:
     parser.add_argument("--output", default=None, help="Report path (default RUN_DIR/report.md).")
     args = parser.parse_args(list(argv))
     path = write_report(args.run_dir, args.output)
-    _print(format_table(summary_rows(load_run(args.run_dir))))
+    _print(summarize_run(args.run_dir, report=False))  # the methods' table, and the fairlearn anchors' if any
     _print(f"report: {path}")
     return 0
 

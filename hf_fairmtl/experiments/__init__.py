@@ -12,7 +12,9 @@ with GradNorm, and evaluates all of them on held-out rows of both tasks whose ge
 - [`datasets`]: the packaged datasets (name → loader, modality); [`files`]: the user's own table files.
 - [`methods`]: `<strategy>[+<weighting>]` method strings, per-method training arguments, modality defaults.
 - [`models`]: the encoder and heads; [`runner`]: `run_experiment`, `evaluate_checkpoint`.
-- [`run_folder`]: the run directory (`RunInfo`, `save_trainer_result`, `load_run`, ...).
+- [`run_folder`]: the run directory (`RunInfo`, `save_trainer_result`, `write_anchors`, `load_run`, ...).
+- [`anchors`]: fairlearn's baselines on the same tabular features (the report's reference marks; the `anchors`
+  extra).
 - [`report`]: the summary table, the plots and `report.md`.
 
 Argument parsing lives in `hf_fairmtl.cli`; everything here also works from Python.
@@ -32,7 +34,9 @@ from .methods import (
 from .models import PACKAGED_ENCODER_HUB_ID, default_encoder_path, model_factory
 from .report import format_table, summarize_run, summary_rows, write_report
 from .run_folder import (
+    ANCHORS_FILE,
     METRICS_FILE,
+    AnchorResult,
     MethodResult,
     RunInfo,
     RunResults,
@@ -40,11 +44,13 @@ from .run_folder import (
     method_dir,
     save_method_result,
     save_trainer_result,
+    write_anchors,
     write_run_info,
 )
 from .runner import EVAL_RESULTS_FILE, build_datasets, evaluate_checkpoint, load_splits, run_experiment, task_notes
 
 __all__ = [
+    "ANCHORS_FILE",
     "DEFAULT_DATASET",
     "DEFAULT_METHODS",
     "EVAL_RESULTS_FILE",
@@ -52,6 +58,7 @@ __all__ = [
     "MODALITY_DEFAULTS",
     "PACKAGED_DATASETS",
     "PACKAGED_ENCODER_HUB_ID",
+    "AnchorResult",
     "DataArguments",
     "ExperimentArguments",
     "MethodResult",
@@ -80,6 +87,7 @@ __all__ = [
     "summarize_run",
     "summary_rows",
     "task_notes",
+    "write_anchors",
     "write_report",
     "write_run_info",
 ]

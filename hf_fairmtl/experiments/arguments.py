@@ -167,11 +167,33 @@ class ExperimentArguments:
         },
     )
 
+    anchors: bool = field(
+        default=True,
+        metadata={
+            "help": "Tabular data: also fit fairlearn's baselines on the same features (logistic regression, "
+            "ThresholdOptimizer(equalized_odds) with thresholds fitted on the validation rows, its balanced-accuracy "
+            "variant, ExponentiatedGradient(EqualizedOdds)) for every binary task and single protected attribute; "
+            "the report draws them as black marks next to the trade-off points (references: never on a Pareto "
+            "front, never the DTO pick) and lists them in their own table. Needs the `anchors` extra (fairlearn); "
+            "without it the report says so. Ignored on text data. --anchors false (or --no_anchors) skips them."
+        },
+    )
+    anchors_eg_max_iter: int = field(
+        default=20,
+        metadata={
+            "help": "max_iter of the ExponentiatedGradient anchor (fairlearn's default is 50; on census it stops "
+            "earlier anyway). Each iteration is one logistic-regression fit: a few seconds per task in all."
+        },
+    )
+
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):  # a single method from a config file
             self.methods = [self.methods]
         for method in self.methods or []:
             parse_method(method)
+        eg_max_iter = self.anchors_eg_max_iter
+        if isinstance(eg_max_iter, bool) or not isinstance(eg_max_iter, int) or eg_max_iter < 1:
+            raise ValueError(f"--anchors_eg_max_iter must be a positive integer, got {self.anchors_eg_max_iter!r}")
         if self.postprocess not in (None, "equalized_odds", "demographic_parity"):
             raise ValueError(f"--postprocess must be equalized_odds or demographic_parity, got {self.postprocess!r}")
         if self.postprocess_objective not in ("accuracy", "balanced_accuracy"):

@@ -9,6 +9,8 @@ RUN_DIR/
   {method}/seed-{seed}/metrics.json         trainer.evaluate() on the held-out rows (`eval_` keys)
   {method}/seed-{seed}/log_history.json     trainer.state.log_history
   {method}/seed-{seed}/teacher_actions.json teacher decisions (strategy "teacher" only)
+  anchors.json                              fairlearn baselines on the same tabular features (references, not
+                                            methods: [`write_anchors`]); absent on text data or with --anchors false
   report.md, plots/*.png                    written by `hf_fairmtl.experiments.report.write_report`
 ```
 
@@ -35,6 +37,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 LOG_HISTORY_FILE = "log_history.json"
 TEACHER_FILE = "teacher_actions.json"
+ANCHORS_FILE = "anchors.json"
 
 
 @dataclass
@@ -173,6 +176,37 @@ def save_trainer_result(
     return save_method_result(run_dir, method, seed, metrics, trainer.state.log_history, teacher)
 
 
+def write_anchors(
+    run_dir: str | os.PathLike,
+    records: Sequence[Mapping[str, Any]],
+    notes: Sequence[str] = (),
+    settings: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write `anchors.json`: the reference baselines of a run, kept apart from the methods' results.
+
+    Args:
+        run_dir: The run directory.
+        records: `{"anchor", "task", "attribute", "seed", "figures"}` each (figures: held-out `accuracy`,
+            `balanced_accuracy`, `eo_violation`, `collapsed`, ... without prefix), e.g.
+            `hf_fairmtl.experiments.anchors.experiment_anchors(...).records`.
+        notes: Sentences on what was left out (fairlearn not installed, a task fairlearn could not fit, ...).
+        settings: How the anchors were computed (e.g. `{"eg_max_iter": 20}`).
+    """
+    payload = {"records": [dict(record) for record in records], "notes": list(notes), "settings": dict(settings or {})}
+    return write_json(Path(run_dir) / ANCHORS_FILE, payload)
+
+
+@dataclass
+class AnchorResult:
+    """One reference baseline (e.g. fairlearn's ExponentiatedGradient) on one task, attribute and seed."""
+
+    anchor: str
+    task: str
+    attribute: str
+    seed: int
+    figures: dict[str, Any]
+
+
 @dataclass
 class MethodResult:
     """One method and seed, as read back from a run directory."""
@@ -191,6 +225,8 @@ class RunResults:
     info: RunInfo
     results: list[MethodResult]
     run_dir: Path | None = None
+    anchors: list[AnchorResult] = field(default_factory=list)
+    anchor_notes: list[str] = field(default_factory=list)
 
     @property
     def methods(self) -> list[str]:
@@ -210,6 +246,23 @@ class RunResults:
     def has(self, method: str, key: str) -> bool:
         """Whether any seed of `method` reports the metric `key` (without the `eval_` prefix)."""
         return any(with_prefix(key, EVAL_PREFIX) in r.metrics for r in self.of(method))
+
+    @property
+    def anchor_names(self) -> list[str]:
+        """The reference baselines of the run (`anchors.json`), in the order they were written."""
+        return list(dict.fromkeys(anchor.anchor for anchor in self.anchors))
+
+    def anchor_values(self, anchor: str, task: str, attribute: str, key: str) -> np.ndarray:
+        """A figure (`accuracy`, `eo_violation`, `collapsed`, ...) of an anchor over its seeds; empty when the
+        anchor has no result for the task and attribute."""
+        return np.array(
+            [
+                as_number(a.figures.get(key))
+                for a in self.anchors
+                if (a.anchor, a.task, a.attribute) == (anchor, task, attribute)
+            ],
+            dtype=float,
+        )
 
 
 def as_number(value: Any) -> float:
@@ -253,7 +306,14 @@ def load_run(run_dir: str | os.PathLike) -> RunResults:
             )
     if not results:
         raise FileNotFoundError(f"No method results ({METRICS_FILE}) under {run_dir}")
-    return RunResults(info=info, results=results, run_dir=run_dir)
+    anchors = _read_optional(run_dir / ANCHORS_FILE, {})
+    return RunResults(
+        info=info,
+        results=results,
+        run_dir=run_dir,
+        anchors=[AnchorResult(**record) for record in anchors.get("records", [])],
+        anchor_notes=list(anchors.get("notes", [])),
+    )
 
 
 def _read_optional(path: Path, default: Any) -> Any:

@@ -32,6 +32,7 @@ from .run_folder import (
     method_dir,
     save_method_result,
     save_trainer_result,
+    write_anchors,
     write_json,
     write_run_info,
 )
@@ -235,11 +236,53 @@ def run_experiment(
             live.append(_train_method(run_dir, method, args, factory, data, data_args, model_args, experiment_args))
     info.settings["wall time (s)"] = round(time.perf_counter() - start, 1)
     if main_process:
+        anchors_seconds = run_anchors(run_dir, data_args, experiment_args, config, (train, validation, test), seeds)
+        if anchors_seconds is not None:
+            info.settings["anchors"] = (
+                f"fairlearn on the same features, ExponentiatedGradient max_iter={experiment_args.anchors_eg_max_iter}"
+                f", {anchors_seconds:.0f} s"
+            )
         write_run_info(run_dir, info)
         printer(summarize_run(run_dir, report=experiment_args.make_report))
         printer(f"run directory: {run_dir}  ({info.settings['wall time (s)']:.0f} s)")
         return load_run(run_dir)
     return RunResults(info=info, results=live, run_dir=run_dir)
+
+
+def run_anchors(
+    run_dir: Path,
+    data_args: DataArguments,
+    experiment_args: ExperimentArguments,
+    config: FairMTLConfig,
+    data: tuple[Any, Any, Any],
+    seeds: Sequence[int],
+) -> float | None:
+    """Fit fairlearn's anchors on tabular data and write `anchors.json` (main process only).
+
+    Nothing is written on text data or with `--anchors false`; without fairlearn or validation rows,
+    `anchors.json` holds only a note saying so, which the report prints.
+
+    Returns:
+        Seconds spent fitting, or `None` when no anchors were fitted.
+    """
+    if not experiment_args.anchors or data_args.modality != "tabular":
+        return None
+    train, validation, test = data
+    if validation is None:
+        note = "fairlearn anchors left out: ThresholdOptimizer needs validation rows (--validation_rows)"
+        write_anchors(run_dir, [], [note])
+        return None
+    from .anchors import experiment_anchors  # scikit-learn and fairlearn load only here
+
+    start = time.perf_counter()
+    eg_max_iter = experiment_args.anchors_eg_max_iter
+    try:
+        anchors = experiment_anchors(train, validation, test, config, seeds, eg_max_iter=eg_max_iter)
+    except ImportError as error:
+        write_anchors(run_dir, [], [f"fairlearn anchors left out: {error}"])
+        return None
+    write_anchors(run_dir, anchors.records, anchors.notes, {"eg_max_iter": eg_max_iter})
+    return time.perf_counter() - start
 
 
 def _default_task_losses(

@@ -44,6 +44,8 @@ class TradeOffPoint:
     gap: float
     collapsed: bool = False
     label: str = ""
+    marker: str = ""
+    """Matplotlib marker of an anchor (`plot_trade_off(anchors=...)`); empty: the next of a fixed sequence."""
 
 
 def format_value(value: float) -> str:
@@ -251,8 +253,9 @@ def plot_trade_off(
     """Accuracy vs gap of one task: every point, each method's Pareto front as a line, the DTO pick circled.
 
     Collapsed points are drawn hollow; `anchors` (e.g. fairlearn baselines) are drawn as black marks (hollow and
-    labelled "collapsed" when they are). `pick` is the index of the recommended point (e.g. chosen on validation
-    figures); the default `-1` picks by DTO on `points` themselves, `None` draws no pick.
+    labelled "collapsed" when they are), on no front and never the pick: they are references. `pick` is the index
+    of the recommended point (e.g. chosen on validation figures); the default `-1` picks by DTO on `points`
+    themselves, `None` draws no pick.
     """
     import matplotlib
     from matplotlib.figure import Figure
@@ -271,10 +274,13 @@ def plot_trade_off(
                 ax.annotate(text, (p.gap, p.accuracy), xytext=(4, 4), textcoords="offset points", fontsize=7)
         front = [own[i] for i in pareto_front(own)]
         ax.plot([p.gap for p in front], [p.accuracy for p in front], color=color, label=method, lw=1.5)
-    for marker, p in zip("Xs^Dv", anchors, strict=False):
+    for marker, p in zip("Xs^Dv*P", anchors, strict=False):
         label = (p.label or p.method) + (" (collapsed)" if p.collapsed else "")
         face = "none" if p.collapsed else "black"
-        ax.scatter(p.gap, p.accuracy, color="black", facecolors=face, marker=marker, s=50, zorder=4, label=label)
+        size = 90 if (p.marker or marker) == "*" else 50
+        ax.scatter(
+            p.gap, p.accuracy, color="black", facecolors=face, marker=p.marker or marker, s=size, zorder=4, label=label
+        )
     pick = recommend(points, gap_range=gap_range) if pick == -1 else pick
     if pick is not None:
         ax.scatter(points[pick].gap, points[pick].accuracy, s=160, facecolors="none", edgecolors="red", zorder=5)

@@ -20,8 +20,8 @@ from .plots import (
     plot_training_losses,
     safe_name,
 )
-from .table import collapsed_cell, format_table, summary_rows
-from .trade_off import plot_trade_offs
+from .table import anchor_rows, collapsed_cell, format_table, summary_rows
+from .trade_off import TradeOffPlot, plot_trade_offs
 
 REPORT_FILE = "report.md"
 
@@ -52,10 +52,16 @@ def write_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = 
             "",
             "Every method (each sweep point too) on held-out rows, mean over seeds; the line joins each method's "
             "Pareto front, the red circle is the point closest to the utopia point (DTO), hollow points collapsed to "
-            "one class (never counted fair).",
+            "one class (never counted fair)."
+            + (
+                " Black marks: fairlearn anchors on the same features (references: on no front, never the DTO pick)."
+                if run.anchors
+                else ""
+            ),
             "",
-            *[f"![{path.stem}]({PLOTS_DIR}/{path.name})" for path in trade_offs],
+            *[f"![{plot.path.stem}]({PLOTS_DIR}/{plot.path.name})" for plot in trade_offs],
             "",
+            *_pick_lines(trade_offs),
         ]
     lines += [
         "## Held-out results",
@@ -70,6 +76,7 @@ def write_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = 
         "classes. *Balanced accuracy* is the mean recall over classes (0.5 for a constant binary predictor).",
         "",
         *_collapse_lines(run),
+        *_anchor_lines(run),
     ]
     if info.task_notes:
         lines += [f"* `{task}`: {note}" for task, note in info.task_notes.items()] + [""]
@@ -149,6 +156,40 @@ def _collapse_lines(run: RunResults) -> list[str]:
     ]
 
 
+def _pick_lines(plots: list[TradeOffPlot]) -> list[str]:
+    """One line per trade-off plot naming its DTO pick (a method of the run, never an anchor)."""
+    lines = []
+    for plot in plots:
+        pick = plot.pick
+        text = (
+            f"`{pick.label or pick.method}` (accuracy {pick.accuracy:.3f}, EO violation {pick.gap:.3f})"
+            if pick is not None
+            else "none (every method collapsed)"
+        )
+        lines.append(f"* DTO pick, `{plot.task}` / `{plot.attribute}`: {text}")
+    return lines + ([""] if lines else [])
+
+
+def _anchor_lines(run: RunResults) -> list[str]:
+    """The table of the run's fairlearn anchors (a section of its own) and the notes on what was left out."""
+    if not run.anchors and not run.anchor_notes:
+        return []
+    lines = ["### fairlearn anchors on the same features", ""]
+    if run.anchors:
+        from ..anchors import ANCHOR_TITLES  # scikit-learn loads with the anchors module
+
+        lines += [
+            "Reference baselines a user would try first, on the same tabular features, train rows and held-out rows "
+            "(ThresholdOptimizer fits its thresholds on the validation rows); not methods of this run: never on a "
+            "Pareto front, never the DTO pick. Mean over the run's seeds (the randomised predictions differ).",
+            "",
+            format_table(anchor_rows(run, ANCHOR_TITLES), markdown=True, first_column="anchor"),
+            "",
+        ]
+    lines += [f"* {note}" for note in run.anchor_notes]
+    return lines + ([""] if run.anchor_notes else [])
+
+
 def _setting_text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -162,7 +203,13 @@ def summarize_run(run_dir: str | os.PathLike, report: bool = True) -> str:
 
     Call it on the main process only (e.g. `if PartialState().is_main_process: print(summarize_run(dir))`).
     """
-    text = format_table(summary_rows(load_run(run_dir)))
+    run = load_run(run_dir)
+    text = format_table(summary_rows(run))
+    if run.anchors:
+        from ..anchors import ANCHOR_LABELS  # scikit-learn loads with the anchors module
+
+        rows = anchor_rows(run, ANCHOR_LABELS)
+        text += "\n\nfairlearn anchors on the same features (references):\n" + format_table(rows, first_column="anchor")
     if report:
         text += f"\nreport: {write_report(run_dir)}"
     return text

@@ -51,6 +51,29 @@ def summary_rows(run: RunResults) -> list[dict[str, Any]]:
     return rows
 
 
+def anchor_rows(run: RunResults, titles: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The rows of the run's reference baselines (`anchors.json`) in the shape of [`summary_rows`].
+
+    One row per task x attribute x anchor that has results; `method` is the anchor's title from `titles` (its name
+    when absent); `collapsed_seeds` counts the seeds whose predictions collapsed to one class.
+    """
+    rows = []
+    for task in run.info.tasks:
+        for attr in run.info.attributes:
+            for anchor in run.anchor_names:
+                accuracy = run.anchor_values(anchor, task, attr, "accuracy")
+                if not accuracy.size:
+                    continue
+                collapsed = run.anchor_values(anchor, task, attr, "collapsed")
+                row: dict[str, Any] = {"method": (titles or {}).get(anchor, anchor), "task": task, "attribute": attr}
+                row["seeds"] = int(accuracy.size)
+                row["collapsed_seeds"] = int(np.nansum(collapsed)) if np.isfinite(collapsed).any() else None
+                for key, _ in (*TASK_COLUMNS, *TABLE_METRICS):
+                    row[key], row[f"{key}_std"] = _mean_std(run.anchor_values(anchor, task, attr, key))
+                rows.append(row)
+    return rows
+
+
 def _mean_std(values: np.ndarray) -> tuple[float, float]:
     values = values[~np.isnan(values)]
     if not values.size:
@@ -74,13 +97,14 @@ def collapsed_cell(row: Mapping[str, Any]) -> str:
     return "yes" if count == row["seeds"] else f"{count}/{row['seeds']}"
 
 
-def format_table(rows: Sequence[Mapping[str, Any]], markdown: bool = False) -> str:
+def format_table(rows: Sequence[Mapping[str, Any]], markdown: bool = False, first_column: str = "method") -> str:
     """The summary rows as an aligned text table (or a Markdown table).
 
-    Mean over seeds, `± std` when there are several; a note under the table when a task collapsed.
+    Mean over seeds, `± std` when there are several; a note under the table when a task collapsed. `first_column`
+    titles the `method` column (e.g. `"anchor"` for [`anchor_rows`]).
     """
     columns = (*TASK_COLUMNS, *TABLE_METRICS)
-    header = ["method", "task", "attribute"] + [title for _, title in columns] + [COLLAPSED_COLUMN]
+    header = [first_column, "task", "attribute"] + [title for _, title in columns] + [COLLAPSED_COLUMN]
     body = [
         [str(row["method"]), str(row["task"]), str(row["attribute"])]
         + [_cell(row[key], row[f"{key}_std"]) for key, _ in columns]

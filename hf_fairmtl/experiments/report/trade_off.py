@@ -3,53 +3,104 @@
 Each method family (`weighted`, with its sweep points `weighted[λ=1]`, `weighted[λ=3]`, …) gets its Pareto front;
 the point with the smallest distance to the utopia point (DTO, as fairlib defines it) is circled. A point is the
 mean over seeds; it is *collapsed* (hollow, never on a front, never recommended) when most of its seeds predicted
-one class for the task.
+one class for the task. On tabular data the run's fairlearn anchors (`anchors.json`) are drawn as black marks:
+references on the same features, on no front and never the DTO pick.
 """
 
 from __future__ import annotations
 
-import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ...metrics.keys import attribute_key, task_key
 from ..run_folder import RunResults
-from ..sweeps import TradeOffPoint, plot_trade_off, split_method_name
+from ..sweeps import TradeOffPoint, plot_trade_off, recommend, split_method_name
+
+EO_RANGE = 2.0
+"""EO violation = |ΔTPR| + |ΔFPR| lies in [0, 2]: DTO's fairness axis is 1 − gap / 2."""
+
+
+@dataclass(frozen=True)
+class TradeOffPlot:
+    """One trade-off plot of the report: its task, attribute, file and the DTO pick among the run's methods."""
+
+    task: str
+    attribute: str
+    path: Path
+    pick: TradeOffPoint | None
+
+
+def _mean_point(
+    method: str, label: str, accuracy: np.ndarray, gaps: np.ndarray, collapsed: np.ndarray, marker: str = ""
+) -> TradeOffPoint | None:
+    """The mean over seeds as one point; collapsed when most seeds collapsed; `None` without finite figures."""
+    if not np.isfinite(gaps).any() or not np.isfinite(accuracy).any():
+        return None
+    return TradeOffPoint(
+        method=method,
+        accuracy=float(np.nanmean(accuracy)),
+        gap=float(np.nanmean(gaps)),
+        collapsed=bool(np.nanmean(np.nan_to_num(collapsed)) > 0.5) if collapsed.size else False,
+        label=label,
+        marker=marker,
+    )
 
 
 def trade_off_points(run: RunResults, task: str, attr: str) -> list[TradeOffPoint]:
     """One point per method of the run for `task` and `attr` (mean over seeds), in run order."""
     points = []
     for method in run.methods:
-        accuracy = float(np.nanmean(run.values(method, task_key(task, "accuracy"))))
-        gaps = run.values(method, attribute_key(task, attr, "eo_violation"))
-        if not np.isfinite(gaps).any() or not math.isfinite(accuracy):
-            continue
-        collapsed = run.values(method, task_key(task, "collapsed"))
-        points.append(
-            TradeOffPoint(
-                method=split_method_name(method)[0],
-                accuracy=accuracy,
-                gap=float(np.nanmean(gaps)),
-                collapsed=bool(np.nanmean(np.nan_to_num(collapsed)) > 0.5),
-                label=method,
-            )
+        point = _mean_point(
+            split_method_name(method)[0],
+            method,
+            run.values(method, task_key(task, "accuracy")),
+            run.values(method, attribute_key(task, attr, "eo_violation")),
+            run.values(method, task_key(task, "collapsed")),
         )
+        if point is not None:
+            points.append(point)
     return points
 
 
-def plot_trade_offs(run: RunResults, plots_dir: str | os.PathLike) -> list[Path]:
-    """One trade-off plot per task and attribute that has EO figures; the paths in task order."""
-    paths = []
+def anchor_points(run: RunResults, task: str, attr: str) -> list[TradeOffPoint]:
+    """One point per fairlearn anchor of the run for `task` and `attr` (mean over seeds), labelled for the legend."""
+    from ..anchors import ANCHOR_LABELS, ANCHOR_MARKERS  # scikit-learn loads with the anchors module
+
+    points = []
+    for anchor in run.anchor_names:
+        point = _mean_point(
+            "fairlearn",
+            ANCHOR_LABELS.get(anchor, anchor),
+            run.anchor_values(anchor, task, attr, "accuracy"),
+            run.anchor_values(anchor, task, attr, "eo_violation"),
+            run.anchor_values(anchor, task, attr, "collapsed"),
+            ANCHOR_MARKERS.get(anchor, ""),
+        )
+        if point is not None:
+            points.append(point)
+    return points
+
+
+def plot_trade_offs(run: RunResults, plots_dir: str | os.PathLike) -> list[TradeOffPlot]:
+    """One trade-off plot per task and attribute that has EO figures, in task order, with the run's anchors.
+
+    The DTO pick is chosen among the run's methods only (collapsed ones out); the anchors are never candidates.
+    """
+    plots = []
     for task in run.info.tasks:
         for attr in run.info.attributes:
             points = trade_off_points(run, task, attr)
             if not points:
                 continue
+            anchors = anchor_points(run, task, attr) if run.anchors else []
             name = f"trade_off_{task}_{attr}".replace("*", "x").replace("/", "_")
             title = f"{task}: held-out accuracy vs EO violation ({attr})"
-            # EO violation = |ΔTPR| + |ΔFPR| lies in [0, 2]: DTO's fairness axis is 1 − gap / 2.
-            paths.append(plot_trade_off(points, Path(plots_dir) / f"{name}.png", title, gap_range=2.0))
-    return paths
+            pick = recommend(points, gap_range=EO_RANGE)
+            path = plot_trade_off(
+                points, Path(plots_dir) / f"{name}.png", title, anchors=anchors, pick=pick, gap_range=EO_RANGE
+            )
+            plots.append(TradeOffPlot(task, attr, path, None if pick is None else points[pick]))
+    return plots
