@@ -23,7 +23,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +86,60 @@ def train_run(
 
     `teacher`: `TeacherCallback` settings (the callback is passed in `callbacks`, the trainer binds it).
     """
+    arguments = dict(**overrides, **common)
+    result, callback = train_with_teacher(functools.partial(FairMTLModel, config), seed, train, test, heldout,
+                                          arguments, teacher)  # fmt: skip
+    tasks = list(config.tasks)
+    figures = {}
+    for t, task in enumerate(tasks):
+        predicted = np.asarray(result["predictions"][t]).argmax(-1)
+        share = float(np.bincount(predicted).max() / len(predicted))
+        figures[task] = {
+            **task_figures(result["metrics"], task, ATTRIBUTE),
+            **prediction_scores(result, t),
+            "majority_prediction_share": share,
+        }
+    run: dict[str, Any] = {"seed": seed, "tasks": figures, "train_seconds": round(result["train_seconds"], 1)}
+    if callback is not None:
+        run.update(teacher_record(callback, tasks))
+    return run
+
+
+def train_with_teacher(
+    build_model: Callable[[], FairMTLModel],
+    seed: int,
+    train,
+    test,
+    heldout,
+    arguments: Mapping[str, Any],
+    teacher: Mapping[str, Any] | None = None,
+    processing_class: Any = None,
+) -> tuple[dict[str, Any], TeacherCallback | None]:
+    """Train a fresh model (seeded before `build_model()`) and predict `test`.
+
+    Args:
+        build_model: Zero-argument builder of a new `FairMTLModel`.
+        seed: Training seed.
+        train: Training rows.
+        test: Rows the metrics and predictions come from.
+        heldout: The trainer's `eval_dataset`: the teacher scores its look-ahead on it (never the test rows).
+        arguments: `FairMTLTrainingArguments` fields (strategy, steps, ...).
+        teacher: `TeacherCallback` settings (the callback is passed in `callbacks`, the trainer binds it); `None` =
+            the trainer's own teacher (from the `teacher_*` arguments) under `strategy="teacher"`.
+        processing_class: Tokenizer of text models (pads batches).
+
+    Returns:
+        `metrics`, `predictions`, `label_ids`, `train_seconds` (as `benchmarks.common.train_and_predict`) and the
+        trainer's teacher callback (`None` without a teacher).
+    """
     transformers.set_seed(seed)
     with tempfile.TemporaryDirectory() as output_dir:
         trainer = FairMTLTrainer(
-            model=FairMTLModel(config),
-            args=fairmtl_arguments(output_dir, seed, **overrides, **common),
+            model=build_model(),
+            args=fairmtl_arguments(output_dir, seed, **arguments),
             train_dataset=train,
             eval_dataset=heldout,
+            processing_class=processing_class,
             callbacks=[TeacherCallback(**teacher)] if teacher else None,
         )
         quiet(trainer)
@@ -101,24 +148,17 @@ def train_run(
         seconds = time.perf_counter() - start
         output = trainer.predict(test, metric_key_prefix="eval")
     result = {"metrics": dict(output.metrics), "predictions": output.predictions, "label_ids": output.label_ids}
-    tasks = list(config.tasks)
-    figures = {}
-    for t, task in enumerate(tasks):
-        predicted = np.asarray(output.predictions[t]).argmax(-1)
-        share = float(np.bincount(predicted).max() / len(predicted))
-        figures[task] = {
-            **task_figures(result["metrics"], task, ATTRIBUTE),
-            **prediction_scores(result, t),
-            "majority_prediction_share": share,
-        }
-    run: dict[str, Any] = {"seed": seed, "tasks": figures, "train_seconds": round(seconds, 1)}
-    callback = trainer.teacher_callback
-    if callback is not None:
-        run["fairness_share"] = callback.summary()
-        run["history"] = [[step, list(actions)] for step, actions in callback.action_history]
-        run["diagnostics"] = [{k: round(v, 5) for k, v in record.items()} for record in callback.diagnostics]
-        run["diagnostic_summary"] = summarise_diagnostics(callback.diagnostics, tasks)
-    return run
+    return result | {"train_seconds": seconds}, trainer.teacher_callback
+
+
+def teacher_record(callback: TeacherCallback, tasks: Sequence[str]) -> dict[str, Any]:
+    """A run's teacher: fairness share per task, decisions per teacher step, step diagnostics and their summary."""
+    return {
+        "fairness_share": callback.summary(),
+        "history": [[step, list(actions)] for step, actions in callback.action_history],
+        "diagnostics": [{k: round(v, 5) for k, v in record.items()} for record in callback.diagnostics],
+        "diagnostic_summary": summarise_diagnostics(callback.diagnostics, tasks),
+    }
 
 
 def summarise_diagnostics(records: Sequence[Mapping[str, float]], tasks: Sequence[str]) -> dict[str, Any]:
