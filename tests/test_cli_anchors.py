@@ -9,12 +9,13 @@ import io
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from hf_fairmtl import FairMTLConfig
 from hf_fairmtl.cli import main, parse_arguments
 from hf_fairmtl.experiments import RunInfo, load_run, save_method_result, write_run_info
-from hf_fairmtl.experiments.anchors import ANCHORS
+from hf_fairmtl.experiments.anchors import ANCHORS, experiment_anchors
 from hf_fairmtl.experiments.report import write_report
 from hf_fairmtl.experiments.report.trade_off import anchor_points, plot_trade_offs
 from hf_fairmtl.experiments.run_folder import ANCHORS_FILE, write_anchors
@@ -125,3 +126,37 @@ def test_text_run_writes_no_anchors(tmp_path) -> None:
     assert main([*argv, "--disable_tqdm", "true", "--output_dir", str(run_dir)]) == 0
     assert not (run_dir / ANCHORS_FILE).exists() and (run_dir / "report.md").is_file()
     assert "fairlearn" not in (run_dir / "report.md").read_text()
+
+
+def _tabular_rows(num_rows: int, seed: int, male_label: int | None = None):
+    """Rows of a binary `income` and a 3-class `kind` task; `male_label` fixes the income of every male row."""
+    from datasets import Dataset
+
+    rng = np.random.default_rng(seed)
+    sex = rng.integers(0, 2, num_rows)
+    income = (rng.random(num_rows) < np.where(sex == 1, 0.5, 0.25)).astype(int)
+    if male_label is not None:
+        income[sex == 1] = male_label
+    features = rng.normal(size=(num_rows, 3)) + np.stack([0.8 * income, 2 * sex, np.zeros(num_rows)], axis=1)
+    labels = [[int(y), int(rng.integers(0, 3))] for y in income]
+    return Dataset.from_dict({"features": features.tolist(), "labels": labels, "group_labels": sex[:, None].tolist()})
+
+
+def test_experiment_anchors_note_what_fairlearn_cannot_fit() -> None:
+    """Validation rows whose male group has one class: ThresholdOptimizer is left out with a note naming the group;
+    the other anchors are fitted once and predicted with each seed; the 3-class task gets a note, not an error."""
+    config = FairMTLConfig(
+        tasks=["income", "kind"],
+        num_labels={"income": 2, "kind": 3},
+        protected_attributes=["sex"],
+        group_vocab={"sex": ["female", "male"]},
+        num_features=3,
+    )
+    train, validation, test = _tabular_rows(600, 0), _tabular_rows(200, 1, male_label=0), _tabular_rows(400, 2)
+    run = experiment_anchors(train, validation, test, config, seeds=[0, 1, 2], eg_max_iter=5)
+    fitted = {(r["anchor"], r["seed"]) for r in run.records}
+    assert fitted == {(a, s) for a in ("logistic_regression", "exponentiated_gradient") for s in (0, 1, 2)}
+    assert {r["task"] for r in run.records} == {"income"}
+    assert run.notes[0] == "task `kind`: 3-class, no anchors"
+    to_notes = [n for n in run.notes if "ThresholdOptimizer" in n]
+    assert len(to_notes) == 2 and all("validation rows: male (--validation_rows)" in n for n in to_notes)

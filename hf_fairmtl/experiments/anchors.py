@@ -363,6 +363,15 @@ def fairlearn_anchors(
     return results
 
 
+def _one_class_groups(rows: tuple[np.ndarray, np.ndarray, np.ndarray], names: Sequence[str]) -> str:
+    """`"; groups with one class among the N validation rows: a, b"` (empty when every group has both)."""
+    _, labels, groups = rows
+    single = [names[g] for g in np.unique(groups) if len(np.unique(labels[groups == g])) < 2]
+    if not single:
+        return ""
+    return f"; groups with one class among the {len(labels)} validation rows: {', '.join(single)} (--validation_rows)"
+
+
 @dataclass
 class AnchorRun:
     """The anchors of an experiment: one record per anchor, task, attribute and seed, and what was skipped.
@@ -409,7 +418,9 @@ def experiment_anchors(
             features, labels, groups = parts[2]
             for name, anchor in fitted.items():
                 if anchor.error is not None:
-                    run.notes.append(f"`{task}` / `{attribute}`: {name} not fitted ({anchor.error})")
+                    why = _one_class_groups(parts[1], config.group_names(attribute))
+                    title = ANCHOR_LABELS[name]
+                    run.notes.append(f"`{task}` / `{attribute}`: {title} not fitted ({anchor.error}){why}")
                     continue
                 for seed in seeds:
                     figures = prediction_figures(labels, anchor.predict(features, groups, seed), groups)
