@@ -179,3 +179,29 @@ def test_collapsed_task_is_marked_in_the_table_and_the_report(tmp_path) -> None:
     # Runs written before the collapse guard: "–", and no note.
     old = {**row, "collapsed_seeds": None}
     assert format_table([old]).splitlines()[-1].split()[-1] == "–"
+
+
+def test_dto_pick_is_chosen_on_validation_rows_and_reported_on_held_out_ones(tmp_path) -> None:
+    """The recommendation must not be tuned on the rows that report it: the validation figures choose, the
+    held-out figures are shown; a method without validation figures (e.g. `+thresholds`) is no candidate."""
+    from hf_fairmtl.experiments.report.trade_off import plot_trade_offs
+
+    config = FairMTLConfig(tasks=["t"], protected_attributes=["g"], group_vocab={"g": ["a", "b"]}, num_features=2)
+    methods = ["vanilla", "weighted", "weighted+thresholds"]
+    write_run_info(tmp_path, RunInfo.from_config(config, methods, [0]))
+
+    def figures(accuracy: float, eo: float) -> dict[str, float]:
+        return {"eval_t_accuracy": accuracy, "eval_t_collapsed": 0.0, "eval_t_g_eo_violation": eo}
+
+    # On the held-out rows vanilla looks best; on the validation rows weighted does: the pick is weighted.
+    save_method_result(tmp_path, "vanilla", 0, figures(0.90, 0.05), validation_metrics=figures(0.80, 0.60))
+    save_method_result(tmp_path, "weighted", 0, figures(0.70, 0.30), validation_metrics=figures(0.80, 0.10))
+    save_method_result(tmp_path, "weighted+thresholds", 0, figures(0.99, 0.00))  # fitted on validation: no figures
+    run = load_run(tmp_path)
+    assert run.values("weighted", "t_accuracy", split="validation").tolist() == [0.80]
+    (plot,) = plot_trade_offs(run, tmp_path / "plots")
+    assert plot.picked_on == "validation" and plot.pick.label == "weighted" and plot.pick.accuracy == 0.70
+    report = write_report(tmp_path).read_text()
+    assert "* DTO pick, `t` / `g` (chosen on the validation rows): `weighted` (held-out accuracy 0.700" in report
+    with pytest.raises(ValueError, match="split must be"):
+        run.values("weighted", "t_accuracy", split="test rows")

@@ -7,6 +7,8 @@ same held-out rows. Layout (written through [`write_run_info`] and [`save_traine
 RUN_DIR/
   run.json                                  tasks, attributes, group names, methods, seeds, settings
   {method}/seed-{seed}/metrics.json         trainer.evaluate() on the held-out rows (`eval_` keys)
+  {method}/seed-{seed}/validation_metrics.json  the same on the validation rows, where the data has them: what the
+                                            report's DTO pick is chosen on (never the held-out rows it reports)
   {method}/seed-{seed}/log_history.json     trainer.state.log_history
   {method}/seed-{seed}/teacher_actions.json teacher decisions (strategy "teacher" only)
   anchors.json                              fairlearn baselines on the same tabular features (references, not
@@ -37,6 +39,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 LOG_HISTORY_FILE = "log_history.json"
 TEACHER_FILE = "teacher_actions.json"
+VALIDATION_METRICS_FILE = "validation_metrics.json"
 ANCHORS_FILE = "anchors.json"
 
 
@@ -133,8 +136,9 @@ def save_method_result(
     metrics: Mapping[str, Any],
     log_history: Sequence[Mapping[str, Any]] = (),
     teacher: Mapping[str, Any] | None = None,
+    validation_metrics: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write one method's held-out metrics, log history and (for the teacher) action history.
+    """Write one method's held-out metrics, log history, (for the teacher) action history and validation metrics.
 
     Args:
         run_dir: The run directory.
@@ -143,12 +147,16 @@ def save_method_result(
         metrics: `trainer.evaluate()` output on the held-out rows (`eval_` keys).
         log_history: `trainer.state.log_history`.
         teacher: `{"tasks": [...], "history": [[step, [action per task]], ...], "summary": {task: fraction}}`.
+        validation_metrics: `trainer.evaluate()` output on the validation rows (`eval_` keys), what recommendations
+            are chosen on.
 
     Returns:
         The method's folder.
     """
     folder = method_dir(run_dir, method, seed)
     write_json(folder / METRICS_FILE, dict(metrics))
+    if validation_metrics is not None:
+        write_json(folder / VALIDATION_METRICS_FILE, dict(validation_metrics))
     write_json(folder / LOG_HISTORY_FILE, list(log_history))
     if teacher is not None:
         write_json(folder / TEACHER_FILE, dict(teacher))
@@ -156,7 +164,12 @@ def save_method_result(
 
 
 def save_trainer_result(
-    run_dir: str | os.PathLike, method: str, seed: int, trainer: Any, metrics: Mapping[str, Any]
+    run_dir: str | os.PathLike,
+    method: str,
+    seed: int,
+    trainer: Any,
+    metrics: Mapping[str, Any],
+    validation_metrics: Mapping[str, Any] | None = None,
 ) -> Path | None:
     """[`save_method_result`] for a `FairMTLTrainer` after `train()` and `evaluate()`.
 
@@ -173,7 +186,7 @@ def save_trainer_result(
             "history": [[step, list(actions)] for step, actions in callback.action_history],
             "summary": callback.summary(),
         }
-    return save_method_result(run_dir, method, seed, metrics, trainer.state.log_history, teacher)
+    return save_method_result(run_dir, method, seed, metrics, trainer.state.log_history, teacher, validation_metrics)
 
 
 def write_anchors(
@@ -216,6 +229,7 @@ class MethodResult:
     metrics: dict[str, Any]
     log_history: list[dict[str, Any]]
     teacher: dict[str, Any] | None = None
+    validation_metrics: dict[str, Any] | None = None
 
 
 @dataclass
@@ -238,10 +252,20 @@ class RunResults:
         """The results of one method, one per seed."""
         return [result for result in self.results if result.method == method]
 
-    def values(self, method: str, key: str) -> np.ndarray:
-        """A metric (a key of `hf_fairmtl.metrics.keys`, without the `eval_` prefix) over the seeds of a method;
-        NaN where a run lacks it or it is undefined (`null`)."""
-        return np.array([as_number(r.metrics.get(with_prefix(key, EVAL_PREFIX))) for r in self.of(method)], dtype=float)
+    def values(self, method: str, key: str, split: str = "test") -> np.ndarray:
+        """A metric (a key of `hf_fairmtl.metrics.keys`, without the `eval_` prefix) over the seeds of a method, on
+        the held-out rows (`split="test"`) or the validation rows (`"validation"`); NaN where a run lacks it or it
+        is undefined (`null`)."""
+        if split not in ("test", "validation"):
+            raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
+        name = with_prefix(key, EVAL_PREFIX)
+        return np.array(
+            [
+                as_number((r.metrics if split == "test" else r.validation_metrics or {}).get(name))
+                for r in self.of(method)
+            ],
+            dtype=float,
+        )
 
     def has(self, method: str, key: str) -> bool:
         """Whether any seed of `method` reports the metric `key` (without the `eval_` prefix)."""
@@ -302,6 +326,7 @@ def load_run(run_dir: str | os.PathLike) -> RunResults:
                     metrics=json.loads((folder / METRICS_FILE).read_text()),
                     log_history=_read_optional(folder / LOG_HISTORY_FILE, []),
                     teacher=_read_optional(teacher_file, None),
+                    validation_metrics=_read_optional(folder / VALIDATION_METRICS_FILE, None),
                 )
             )
     if not results:

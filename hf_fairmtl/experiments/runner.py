@@ -127,8 +127,10 @@ def _train_method(
     )
     _progress_bar(trainer, f"{method} (seed {seed})")
     trainer.train()
+    # Validation first, so the last evaluation in the log history is the held-out one the tables report.
+    validation_metrics = trainer.evaluate(validation) if validation is not None else None
     metrics = trainer.evaluate(test)
-    save_trainer_result(run_dir, method, seed, trainer, metrics)
+    save_trainer_result(run_dir, method, seed, trainer, metrics, validation_metrics)
     if experiment_args.postprocess and validation is not None:
         post = thresholds_metrics(
             trainer, validation, test, experiment_args.postprocess, experiment_args.postprocess_objective, seed

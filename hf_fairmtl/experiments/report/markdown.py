@@ -162,11 +162,16 @@ def _pick_lines(plots: list[TradeOffPlot]) -> list[str]:
     for plot in plots:
         pick = plot.pick
         text = (
-            f"`{pick.label or pick.method}` (accuracy {pick.accuracy:.3f}, EO violation {pick.gap:.3f})"
+            f"`{pick.label or pick.method}` (held-out accuracy {pick.accuracy:.3f}, EO violation {pick.gap:.3f})"
             if pick is not None
             else "none (every method collapsed)"
         )
-        lines.append(f"* DTO pick, `{plot.task}` / `{plot.attribute}`: {text}")
+        basis = (
+            "chosen on the validation rows"
+            if plot.picked_on == "validation"
+            else "chosen on the held-out rows themselves (no validation figures in this run: optimistic)"
+        )
+        lines.append(f"* DTO pick, `{plot.task}` / `{plot.attribute}` ({basis}): {text}")
     return lines + ([""] if lines else [])
 
 
