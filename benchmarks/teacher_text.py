@@ -259,7 +259,8 @@ def plot_variants(payload: Mapping[str, Any], output_dir: Path, stem: str) -> li
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds")
+    parser.add_argument("--first_seed", type=int, default=0, help="seeds first_seed, first_seed + 1, ...")
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--teacher_interval", type=int, default=5, help="optimizer steps between teacher steps")
     parser.add_argument("--heldout_fraction", type=float, default=0.1, help="training rows held out for the teacher")
@@ -296,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         command_string("benchmarks.teacher_text", argv), args.threads, "smoke" if args.smoke else "full"
     )
     setting = text_part(args)
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     partial = output_dir / f"{stem}.partial.json"
 
     def save(per_seed: dict[str, list]) -> None:
