@@ -237,7 +237,46 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
         "",
     ]
     lines += markdown_table(["method", *(f"seed {s}" for s in seeds), "wins"], versus_greedy(payload["per_seed"]))
+    if payload.get("plots"):
+        lines.append("Diagnostics plots (first seed): " + ", ".join(f"`{name}`" for name in payload["plots"]))
     return "\n".join(lines)
+
+
+def nan_from_null(value: Any) -> Any:
+    """Undo `write_results`' NaN → null in a JSON value (`null` → NaN, recursively)."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, dict):
+        return {k: nan_from_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nan_from_null(v) for v in value]
+    return value
+
+
+def combine(stems: Sequence[str], output_dir: Path, command: str) -> dict[str, Any]:
+    """Pool the seeds of `{stem}.json` files made with the same methods and settings; the summary is recomputed.
+
+    Raises:
+        ValueError: When the files differ in methods, variants, teacher interval or data sizes, or share a seed.
+    """
+    parts = [json.loads((output_dir / f"{stem}.json").read_text()) for stem in stems]
+    first = parts[0]
+    for stem, part in zip(stems, parts, strict=True):
+        for key in ("methods", "variants", "teacher_interval", "sizes"):
+            if part[key] != first[key]:
+                raise ValueError(f"--combine: {stem}.json differs from {stems[0]}.json in `{key}`")
+    seeds = [seed for part in parts for seed in part["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--combine: the files share seeds ({seeds})")
+    per_seed = {
+        name: [nan_from_null(run) for part in parts for run in part["per_seed"][name]] for name in first["per_seed"]
+    }
+    meta = dict(first["meta"]) | {"load_after": parts[-1]["meta"]["load_after"]}
+    meta["command"] = command + "\n# pooling: " + "; ".join(part["meta"]["command"] for part in parts)
+    meta["duration_s"] = sum(part["meta"]["duration_s"] for part in parts)
+    meta["cpu_s"] = sum(part["meta"]["cpu_s"] for part in parts)
+    return first | {"meta": meta, "seeds": seeds, "per_seed": per_seed, "summary": summarise(per_seed),
+                    "combined_from": list(stems), "plots": first.get("plots", [])}  # fmt: skip
 
 
 def plot_variants(payload: Mapping[str, Any], output_dir: Path, stem: str) -> list[Path]:
@@ -273,6 +312,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--stem", default=None)
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        default=None,
+        metavar="STEM",
+        help="pool the seeds of these result files (same methods and settings) into {stem}.{json,md}; trains nothing",
+    )
     parser.add_argument("--render_only", action="store_true", help="rewrite the .md and plots from {stem}.json")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -287,10 +333,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     stem = args.stem or (f"{STEM}_smoke" if args.smoke else STEM)
     output_dir = Path(args.output_dir)
+    if args.combine:
+        payload = combine(args.combine, output_dir, command_string("benchmarks.teacher_text", argv))
+        print("wrote", ", ".join(str(p) for p in write_results(stem, payload, render_markdown(payload), output_dir)))
+        return payload
     if args.render_only:
         payload = json.loads((output_dir / f"{stem}.json").read_text())
-        (output_dir / f"{stem}.md").write_text(render_markdown(payload).rstrip() + "\n")
-        print("wrote", ", ".join(str(p) for p in plot_variants(payload, output_dir, stem)))
+        plots = plot_variants(payload, output_dir, stem)
+        payload["plots"] = [path.name for path in plots]
+        paths = write_results(stem, payload, render_markdown(payload), output_dir) + plots
+        print("wrote", ", ".join(str(p) for p in paths))
         return payload
     torch.set_num_threads(args.threads)
     meta = start_metadata(
@@ -315,8 +367,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "methods": {name: {"arguments": o, "teacher": t} for name, (o, t) in plan.items()},
         **result,
     }
-    paths = write_results(stem, payload, render_markdown(payload), output_dir)
-    paths += plot_variants(payload, output_dir, stem)
+    plots = plot_variants(payload, output_dir, stem)
+    payload["plots"] = [path.name for path in plots]
+    paths = write_results(stem, payload, render_markdown(payload), output_dir) + plots
     partial.unlink(missing_ok=True)
     print("wrote", ", ".join(str(p) for p in paths))
     return payload

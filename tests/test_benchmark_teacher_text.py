@@ -67,3 +67,23 @@ def test_smoke_run_writes_decision_shares_diagnostics_and_plots(tmp_path) -> Non
     rerendered = main(["--smoke", "--render_only", "--output-dir", str(tmp_path)])
     assert rerendered["summary"] == stored["summary"]
     assert (tmp_path / "teacher_text_smoke.md").read_text() == markdown
+
+
+def test_combine_pools_the_seeds_of_two_runs(tmp_path) -> None:
+    common = ["--smoke", "--variants", "default", "--output-dir", str(tmp_path)]
+    first = main([*common, "--stem", "a"])
+    second = main([*common, "--first_seed", "1", "--stem", "b"])
+    pooled = main([*common, "--combine", "a", "b", "--stem", "ab"])
+    assert pooled["seeds"] == [0, 1]
+    for name, runs in pooled["per_seed"].items():
+        assert [run["seed"] for run in runs] == [0, 1]
+        expected = first["per_seed"][name] + second["per_seed"][name]
+        assert [run["figures"]["eo_violation"] for run in runs] == [run["figures"]["eo_violation"] for run in expected]
+    accuracy = pooled["summary"]["G-FMT"]["figures"]["accuracy"]
+    assert accuracy["n"] == 2 and accuracy["values"] == [
+        round(run["figures"]["accuracy"], 6) for run in pooled["per_seed"]["G-FMT"]
+    ]
+    markdown = (tmp_path / "ab.md").read_text()
+    assert "--combine a b" in markdown and "| seed 0 | seed 1 | wins |" in markdown
+    with pytest.raises(ValueError, match="share seeds"):
+        main([*common, "--combine", "a", "a", "--stem", "aa"])
