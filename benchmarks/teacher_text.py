@@ -5,6 +5,8 @@ Run from the repository root:
     nice -n 5 python -m benchmarks.teacher_text                  # MiniLM, 60 steps, 3 seeds, every method
     python -m benchmarks.teacher_text --variants default --seeds 1
     python -m benchmarks.teacher_text --smoke                    # tiny encoder, few rows and steps (seconds)
+    python -m benchmarks.teacher_text --first_seed 3 --stem teacher_text_seeds3-5   # seeds 3-5
+    python -m benchmarks.teacher_text --combine teacher_text teacher_text_seeds3-5 --stem teacher_text_6seeds
 
 Data and model: the BUG fairness-transfer setting of `benchmarks/quality_debiasing.py` (`text_part`): the target
 task `occupation` (10 classes) has **no** gender in training, the auxiliary task `stereotype` (binary) has the
