@@ -716,6 +716,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--methods", default=None, help="comma-separated subset of the method names")
     parser.add_argument(
+        "--text_task_loss",
+        default=None,
+        help="text: accuracy loss of both tasks in every method, e.g. 'balanced' (class-balanced CE); default CE",
+    )
+    parser.add_argument(
         "--adversary_weights",
         type=float,
         nargs="+",
@@ -752,11 +757,14 @@ def text_part(args: argparse.Namespace) -> Setting:
         "max_steps": args.max_steps, "per_device_train_batch_size": args.batch_size, "per_device_eval_batch_size": 64,
         "learning_rate": args.learning_rate, "warmup_steps": max(1, args.max_steps // 10),
     }  # fmt: skip
+    if args.text_task_loss:
+        training["task_loss"] = args.text_task_loss
     rows = "validation target rows" if args.validation else "held-out rows (target and auxiliary)"
     description = (
         f"{len(data[False][0])} training rows (target `{TARGET}` without gender + auxiliary `{AUXILIARY}` with "
         f"it), {len(data[False][1])} {rows}; all-MiniLM-L6-v2 fine-tuned whole, {args.max_steps} "
-        f"steps of batch {args.batch_size}, {args.max_length} tokens, lr {args.learning_rate:g}."
+        f"steps of batch {args.batch_size}, {args.max_length} tokens, lr {args.learning_rate:g}"
+        + (f", task_loss {args.text_task_loss!r} on both tasks." if args.text_task_loss else ".")
     )
     return Setting(build, data, TARGET, AUXILIARY, GENDER, training, description, processing_class=tokenizer)
 

@@ -111,3 +111,10 @@ def test_census_smoke_writes_the_tables(tmp_path):
     assert "auxiliary_eo_violation" in census["summary"][qd.VANILLA]  # the auxiliary task is scored on its own rows
     assert set(census["anchors"]["summary"]) >= {"threshold_optimizer", "exponentiated_gradient"}
     assert not list(tmp_path.glob("*.partial.json"))
+
+
+def test_text_task_loss_reaches_every_text_run():
+    """`--text_task_loss balanced` trains both text tasks with class-balanced CE in every method (smoke settings)."""
+    setting = qd.text_part(qd.parse_args(["--smoke", "--text_task_loss", "balanced"]))
+    assert setting.training["task_loss"] == "balanced" and "task_loss 'balanced'" in setting.description
+    assert "task_loss" not in qd.text_part(qd.parse_args(["--smoke"])).training
