@@ -757,14 +757,15 @@ def text_part(args: argparse.Namespace) -> Setting:
         "max_steps": args.max_steps, "per_device_train_batch_size": args.batch_size, "per_device_eval_batch_size": 64,
         "learning_rate": args.learning_rate, "warmup_steps": max(1, args.max_steps // 10),
     }  # fmt: skip
-    if args.text_task_loss:
-        training["task_loss"] = args.text_task_loss
+    task_loss = getattr(args, "text_task_loss", None)  # other benchmarks build this setting from their own options
+    if task_loss:
+        training["task_loss"] = task_loss
     rows = "validation target rows" if args.validation else "held-out rows (target and auxiliary)"
     description = (
         f"{len(data[False][0])} training rows (target `{TARGET}` without gender + auxiliary `{AUXILIARY}` with "
         f"it), {len(data[False][1])} {rows}; all-MiniLM-L6-v2 fine-tuned whole, {args.max_steps} "
         f"steps of batch {args.batch_size}, {args.max_length} tokens, lr {args.learning_rate:g}"
-        + (f", task_loss {args.text_task_loss!r} on both tasks." if args.text_task_loss else ".")
+        + (f", task_loss {task_loss!r} on both tasks." if task_loss else ".")
     )
     return Setting(build, data, TARGET, AUXILIARY, GENDER, training, description, processing_class=tokenizer)
 
