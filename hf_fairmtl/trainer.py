@@ -477,17 +477,15 @@ class FairMTLTrainer(Trainer):
             return torch.full((batch_size,), -1, dtype=torch.long, device=device)
         return attribute_group_ids(self.fairmtl_config, group_labels.long(), attr)
 
-    def _fairness_loss(self, task_index: int, logits: torch.Tensor, labels: torch.Tensor, group_ids) -> torch.Tensor:
-        """F_t: the task's fairness loss averaged over its fairness attributes (0 with a graph if none).
-
-        `group_ids(attr)` gives the `[B]` group ids of an attribute (memoised per batch by [`batch_view`]).
-        """
+    def _fairness_loss(
+        self, task_index: int, logits: torch.Tensor, labels: torch.Tensor, group_ids: Callable[[str], torch.Tensor]
+    ) -> torch.Tensor:
+        """F_t of one task on given logits ([`_stacked_fairness`] of that task alone; `labels` `[B, T]`): its fairness
+        loss averaged over its fairness attributes, 0 with a graph if it has none."""
         task = self.fairmtl_config.tasks[task_index]
-        attrs = self.fairness_attributes.get(task) or []
-        if not attrs:
-            return logits.sum() * 0.0
-        losses = self.fairness_losses[task]
-        return torch.stack([losses[_module_key(attr)](logits, labels, group_ids(attr)) for attr in attrs]).mean()
+        chosen = {task_index: logits} if task in self.fairness_losses else {}
+        value = self._stacked_fairness(chosen, labels, group_ids)[task_index]
+        return logits.sum() * 0.0 if value is None else value
 
     def _group_id_lookup(self, group_labels: torch.Tensor | None, batch_size: int, device):
         """`attr -> [B]` group ids, computed once per attribute for the batch (every task reuses them)."""
@@ -534,6 +532,7 @@ class FairMTLTrainer(Trainer):
             group_ids = self._group_id_lookup(group_labels, labels.shape[0], labels.device)
             chosen = {t: logits[t] for t, task in enumerate(tasks) if task in self.fairness_losses}
             fairness = self._stacked_fairness(chosen, labels, group_ids)
+            # A task without fairness attributes: 0 with a graph, as `_fairness_loss` gives.
             return accuracy, [logits[t].sum() * 0.0 if f is None else f for t, f in enumerate(fairness)]
         finally:
             self.fairness_losses.train(was_training)
@@ -554,7 +553,7 @@ class FairMTLTrainer(Trainer):
             group_labels=group_labels,
             training=training,
             routed_logits=lambda t, route: self._routed_logits(t, shared, logits[t], route),
-            fairness_loss=lambda t, task_logits: self._fairness_loss(t, task_logits, labels[:, t], group_ids),
+            fairness_loss=lambda t, task_logits: self._fairness_loss(t, task_logits, labels, group_ids),
             group_ids=group_ids,
             attribute_fairness_loss=attribute_fairness_loss,
         )
