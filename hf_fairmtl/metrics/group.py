@@ -167,17 +167,12 @@ def equalized_odds_violations(y_true: Any, y_preds: Any, groups: Any, num_classe
             f"y_preds must be [K, {y_true.size}] and groups [{y_true.size}], got {list(y_preds.shape)} and "
             f"{list(groups.shape)}"
         )
-    keep = (y_true != IGNORE_INDEX) & (groups >= 0)
-    y_true, y_preds, groups = y_true[keep], y_preds[:, keep], groups[keep]
+    labelled = y_true != IGNORE_INDEX
+    y_true, y_preds, groups = y_true[labelled], y_preds[:, labelled], groups[labelled]
     for name, values in (("label", y_true), ("prediction", y_preds)):
         _check_classes(name, values, num_classes)
-    group_ids = np.unique(groups)
-    num_groups = int(group_ids.max()) + 1 if group_ids.size else 0
-    candidates = np.arange(len(y_preds))[:, None]
-    flat = (((candidates * num_groups + groups) * num_classes + y_true) * num_classes + y_preds).reshape(-1)
-    size = len(y_preds) * num_groups * num_classes * num_classes
-    confusion = np.bincount(flat, minlength=size).reshape(len(y_preds), num_groups, num_classes, num_classes)
-    rates = _base_rates(_confusion_counts(confusion[:, group_ids].astype(np.float64)))
+    _, confusion = _group_confusion(y_true, y_preds, groups, num_classes, None)
+    rates = _base_rates(_confusion_counts(confusion))
     classes = _scored_classes(num_classes)
     gaps = [_spread(rates[rate][..., classes]) for rate in ("tpr", "fpr")]
     return np.array([_mean_or_zero(tpr) + _mean_or_zero(fpr) for tpr, fpr in zip(*gaps, strict=True)])
@@ -251,7 +246,8 @@ def _check_classes(name: str, values: np.ndarray, num_classes: int) -> None:
 def _group_confusion(
     y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, num_classes: int, group_names: Sequence[str] | None
 ) -> tuple[list[str], np.ndarray]:
-    """Group names and `confusion[g, y, ŷ]` of the known-group rows (one bincount)."""
+    """Group names and `confusion[g, y, ŷ]` of the known-group rows (one bincount); `y_pred` `[K, N]` (K predictions
+    of the same rows) gives `confusion[k, g, y, ŷ]`."""
     known = groups >= 0
     if group_names is not None:
         names = [str(name) for name in group_names]
@@ -262,6 +258,9 @@ def _group_confusion(
         group_ids = np.unique(groups[known])
         names = [str(g) for g in group_ids]
     num_groups = int(group_ids.max()) + 1 if group_ids.size else 0
-    flat = (groups[known] * num_classes + y_true[known]) * num_classes + y_pred[known]
-    confusion = np.bincount(flat, minlength=num_groups * num_classes * num_classes)
-    return names, confusion.reshape(num_groups, num_classes, num_classes)[group_ids].astype(np.float64)
+    preds = np.atleast_2d(y_pred)[:, known]
+    candidates = np.arange(len(preds))[:, None]
+    flat = (((candidates * num_groups + groups[known]) * num_classes + y_true[known]) * num_classes + preds).reshape(-1)
+    shape = (len(preds), num_groups, num_classes, num_classes)
+    confusion = np.bincount(flat, minlength=int(np.prod(shape))).reshape(shape)[:, group_ids].astype(np.float64)
+    return names, confusion if np.ndim(y_pred) == 2 else confusion[0]
