@@ -201,13 +201,9 @@ class TeacherCallback(TrainerCallback):
         self, teacher: TaskTeacher, model: torch.nn.Module, batch: Mapping[str, Any] | None, features: torch.Tensor
     ) -> tuple[list[torch.Tensor], list[Transition | None], list[dict[str, Any]]]:
         """Observe every task's current head, build its state, simulate both actions (see [`_transitions`])."""
-        heads = [model.heads[task] for task in self.tasks]
-        params = [trainable_head_parameters(head) for head in heads]
-        current = self.heldout.score_many(range(len(heads)), heads, params, features)
-        states = []
+        heads, params, current, states = self._current_heads(teacher, model, features)
         for t, (accuracy, eo_violation) in enumerate(current):
             teacher.observe(t, accuracy, eo_violation)
-            states.append(teacher.dqn.make_state(t, flatten_parameters(params[t]), (accuracy, eo_violation)))
         transitions: list[Transition | None] = [None] * len(heads)
         candidates: list[list[tuple[float, float]]] = [[] for _ in heads]
         if batch is not None:
@@ -292,14 +288,21 @@ class TeacherCallback(TrainerCallback):
         teacher = self._require_bound()
         if self.settings.initial_action is not None:
             return [self.settings.initial_action] * teacher.num_tasks
-        model = self.trainer.student_model()
-        features = self.heldout_features()
-        states = []
-        for t, task in enumerate(self.tasks):
-            params = trainable_head_parameters(model.heads[task])
-            accuracy, eo_violation = self.heldout.score(t, model.heads[task], params, features)
-            states.append(teacher.dqn.make_state(t, flatten_parameters(params), (accuracy, eo_violation)))
+        states = self._current_heads(teacher, self.trainer.student_model(), self.heldout_features())[3]
         return teacher.select_actions(torch.stack(states))[0]
+
+    def _current_heads(
+        self, teacher: TaskTeacher, model: torch.nn.Module, features: torch.Tensor
+    ) -> tuple[list[torch.nn.Module], list[dict[str, torch.Tensor]], list[tuple[float, float]], list[torch.Tensor]]:
+        """Every task's head, its trainable parameters, its held-out `(accuracy, EO)` and its DQN state."""
+        heads = [model.heads[task] for task in self.tasks]
+        params = [trainable_head_parameters(head) for head in heads]
+        current = self.heldout.score_many(range(len(heads)), heads, params, features)
+        states = [
+            teacher.dqn.make_state(t, flatten_parameters(p), score)
+            for t, (p, score) in enumerate(zip(params, current, strict=True))
+        ]
+        return heads, params, current, states
 
     def _apply(self, step: int, actions: Sequence[int]) -> list[int]:
         """Make the actions identical on every rank (rank 0's), record them and hand them to the trainer."""
