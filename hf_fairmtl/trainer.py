@@ -29,14 +29,21 @@ from .configuration_fairmtl import FairMTLConfig
 from .groups import attribute_group_ids
 from .losses import FAIRNESS_LOSSES, build_fairness_loss, stacked_fairness_loss
 from .losses.distributed import all_reduce_sum
-from .losses.task_losses import TASK_LOSSES, build_task_losses, class_counts, resolve_task_loss_names
+from .losses.task_losses import (
+    TASK_LOSSES,
+    build_task_losses,
+    class_counts,
+    resolve_task_loss_names,
+    stacked_task_losses,
+)
 from .metrics import make_compute_metrics
 from .metrics.keys import EVAL_PREFIX, loss_key, task_key, weight_key, with_prefix, without_prefix
-from .modeling_fairmtl import IGNORE_INDEX, FairMTLModelOutput
-from .strategies import FAIRNESS_GRAD_TARGETS, STRATEGIES, BatchView, Strategy, TaskTerms
+from .modeling_fairmtl import IGNORE_INDEX, FairMTLModelOutput, TaskHead
+from .strategies import FAIRNESS_GRAD_TARGETS, STRATEGIES, BatchView, StackedTaskTerms, Strategy
 from .teacher.settings import TeacherSettings
 from .utils import suggest_names, unwrap_model
 from .weighting import WEIGHTINGS, TaskWeighting, WeightingInputs
+from .weighting.base import as_vector
 
 STATE_FILE = "fairmtl_state.pt"
 STATE_VERSION = 2
@@ -427,10 +434,12 @@ class FairMTLTrainer(Trainer):
         # by DDP's autograd sink, disconnected from that input, so the input is captured where the heads read it.
         self._head_input: torch.Tensor | None = None
         unwrap_model(self.model).heads[config.tasks[0]].register_forward_pre_hook(self._capture_head_input)
-        self._logged_values: dict[str, dict[str, list[tuple[torch.Tensor, torch.Tensor]]]] = {
+        # mode -> metric names -> recorded (values, weights) of those names, averaged at log time (see `_record`).
+        self._logged_values: dict[str, dict[tuple[str, ...], list[tuple[torch.Tensor, torch.Tensor | None]]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
+        self._task_vectors: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         for callback in self.strategy.callbacks(self):
             self.add_callback(callback)
 
@@ -482,10 +491,9 @@ class FairMTLTrainer(Trainer):
     ) -> torch.Tensor:
         """F_t of one task on given logits ([`_stacked_fairness`] of that task alone; `labels` `[B, T]`): its fairness
         loss averaged over its fairness attributes, 0 with a graph if it has none."""
-        task = self.fairmtl_config.tasks[task_index]
-        chosen = {task_index: logits} if task in self.fairness_losses else {}
-        value = self._stacked_fairness(chosen, labels, group_ids)[task_index]
-        return logits.sum() * 0.0 if value is None else value
+        if self.fairmtl_config.tasks[task_index] not in self.fairness_losses:
+            return logits.sum() * 0.0
+        return self._stacked_fairness(lambda same: logits.unsqueeze(0), [task_index], labels, group_ids)[task_index]
 
     def _group_id_lookup(self, group_labels: torch.Tensor | None, batch_size: int, device):
         """`attr -> [B]` group ids, computed once per attribute for the batch (every task reuses them)."""
@@ -530,10 +538,14 @@ class FairMTLTrainer(Trainer):
             tasks = self.fairmtl_config.tasks
             accuracy = [self.task_losses[task](logits[t], labels[:, t])[0] for t, task in enumerate(tasks)]
             group_ids = self._group_id_lookup(group_labels, labels.shape[0], labels.device)
-            chosen = {t: logits[t] for t, task in enumerate(tasks) if task in self.fairness_losses}
-            fairness = self._stacked_fairness(chosen, labels, group_ids)
+            chosen = [t for t, task in enumerate(tasks) if task in self.fairness_losses]
+            fairness = self._stacked_fairness(
+                lambda same: torch.stack([logits[t] for t in same]), chosen, labels, group_ids
+            )
             # A task without fairness attributes: 0 with a graph, as `_fairness_loss` gives.
-            return accuracy, [logits[t].sum() * 0.0 if f is None else f for t, f in enumerate(fairness)]
+            return accuracy, [
+                fairness[t] if task in self.fairness_losses else logits[t].sum() * 0.0 for t, task in enumerate(tasks)
+            ]
         finally:
             self.fairness_losses.train(was_training)
 
@@ -558,51 +570,109 @@ class FairMTLTrainer(Trainer):
             attribute_fairness_loss=attribute_fairness_loss,
         )
 
-    def _fairness_terms(self, batch: BatchView) -> list[torch.Tensor | None]:
-        """F_t of every task (`None` without fairness attributes) on the logits the strategy asks for.
+    def _fairness_terms(self, batch: BatchView) -> torch.Tensor | None:
+        """`[T]` F_t of every task (0 without fairness attributes) on the logits the strategy asks for; `None` when
+        the strategy computes none.
 
         Equal to `batch.fairness_loss(t, strategy.fairness_logits(t, batch))` per task, computed by
         [`_stacked_fairness`].
         """
-        if not self.strategy.uses_fairness:
-            return [None] * self.fairmtl_config.num_tasks
         tasks = self.fairmtl_config.tasks
-        logits = {
-            t: self.strategy.fairness_logits(t, batch) for t, task in enumerate(tasks) if task in self.fairness_losses
-        }
-        return self._stacked_fairness(logits, batch.labels, batch.group_ids)
+        chosen = [t for t, task in enumerate(tasks) if task in self.fairness_losses]
+        if not self.strategy.uses_fairness or not chosen:
+            return None
+        return self._stacked_fairness(self._fairness_logits(batch, chosen), chosen, batch.labels, batch.group_ids)
+
+    def _fairness_logits(self, batch: BatchView, chosen: list[int]) -> Callable[[list[int]], torch.Tensor]:
+        """`same -> [K, B, C]` stacked fairness logits of the tasks `same` (a subset of `chosen` of one class count).
+
+        With the default routing the heads of one class count run as one batched forward ([`TaskHead.forward_many`];
+        same values and dropout draws as one call per head); a strategy with its own `fairness_logits`, or heads
+        that cannot be stacked (PEFT wrappers, hooks, other shapes), get one call per task.
+        """
+        if type(self.strategy).fairness_logits is not Strategy.fairness_logits:
+            per_task = {t: self.strategy.fairness_logits(t, batch) for t in chosen}
+            return lambda same: torch.stack([per_task[t] for t in same])
+        route = self.args.fairness_grad_to
+        if route == "all":
+            return lambda same: torch.stack([batch.logits[t] for t in same])
+        heads, tasks = unwrap_model(self.model).heads, self.fairmtl_config.tasks
+        width = self.fairmtl_config.task_num_labels
+        cache: dict[int, tuple[list[int], torch.Tensor]] = {}
+
+        def logits_of(same: list[int]) -> torch.Tensor:
+            classes = width[tasks[same[0]]]
+            if classes not in cache:
+                group = [t for t in chosen if width[tasks[t]] == classes]
+                members = [heads[tasks[t]] for t in group]
+                if TaskHead.stackable(members):
+                    shared = batch.shared.detach() if route == "heads" else batch.shared
+                    cache[classes] = group, TaskHead.forward_many(members, shared, detach_weights=route == "shared")
+                else:
+                    logits = [self._routed_logits(t, batch.shared, batch.logits[t], route) for t in group]
+                    cache[classes] = group, torch.stack(logits)
+            group, stacked = cache[classes]
+            return stacked if same == group else stacked[[group.index(t) for t in same]]
+
+        return logits_of
 
     def _stacked_fairness(
-        self, logits: dict[int, torch.Tensor], labels: torch.Tensor, group_ids: Callable[[str], torch.Tensor]
-    ) -> list[torch.Tensor | None]:
-        """F_t (mean over the task's attributes) of the tasks in `logits`, `None` for the others; the tasks of an
-        attribute (and class count) in one stacked loss call: at many tasks the per-task small tensor operations,
-        not the arithmetic, are the cost."""
-        tasks = self.fairmtl_config.tasks
-        values: dict[tuple[int, str], torch.Tensor] = {}
-        for attr in dict.fromkeys(a for t in logits for a in self.fairness_attributes[tasks[t]]):
-            users = [t for t in logits if attr in self.fairness_attributes[tasks[t]]]
-            for width in dict.fromkeys(logits[t].shape[-1] for t in users):
-                same = [t for t in users if logits[t].shape[-1] == width]
-                losses = [self.fairness_losses[tasks[t]][_module_key(attr)] for t in same]
-                stacked = stacked_fairness_loss(
-                    losses, torch.stack([logits[t] for t in same]), labels[:, same].T, group_ids(attr)
-                )
-                values.update({(t, attr): stacked[i] for i, t in enumerate(same)})
-        return [
-            torch.stack([values[(t, attr)] for attr in self.fairness_attributes[task]]).mean() if t in logits else None
-            for t, task in enumerate(tasks)
-        ]
+        self,
+        logits_of: Callable[[list[int]], torch.Tensor],
+        chosen: list[int],
+        labels: torch.Tensor,
+        group_ids: Callable[[str], torch.Tensor],
+    ) -> torch.Tensor:
+        """`[T]` F_t (mean over the task's attributes) of the tasks in `chosen`, 0 for the others.
 
-    def _task_terms(
-        self, t: int, batch: BatchView, window: tuple[torch.Tensor | None, int, int], fairness: torch.Tensor | None
-    ) -> TaskTerms:
-        """CE_t (plain and window-normalised) of task `t` on the micro-batch, beside its F_t."""
+        `logits_of(same)` gives the `[K, B, C]` logits of tasks `same`. The tasks of an attribute (and class count)
+        share one stacked loss call: at many tasks the per-task small tensor operations, not the arithmetic, are
+        the cost.
+        """
+        tasks, width = self.fairmtl_config.tasks, self.fairmtl_config.task_num_labels
+        total = labels.new_zeros(len(tasks), dtype=torch.float32)
+        attributes = [len(self.fairness_attributes[tasks[t]]) if t in chosen else 1 for t in range(len(tasks))]
+        for attr in dict.fromkeys(a for t in chosen for a in self.fairness_attributes[tasks[t]]):
+            users = [t for t in chosen if attr in self.fairness_attributes[tasks[t]]]
+            for classes in dict.fromkeys(width[tasks[t]] for t in users):
+                same = [t for t in users if width[tasks[t]] == classes]
+                losses = [self.fairness_losses[tasks[t]][_module_key(attr)] for t in same]
+                stacked_labels = labels.T if len(same) == len(tasks) else labels[:, same].T
+                values = stacked_fairness_loss(losses, logits_of(same), stacked_labels, group_ids(attr))
+                total = total.to(values.dtype)
+                if len(same) == len(tasks):
+                    total = total + values
+                else:
+                    total = total.index_add(0, torch.tensor(same, device=values.device), values)
+        return total / torch.tensor(attributes, dtype=total.dtype, device=total.device)
+
+    def _stacked_terms(
+        self, batch: BatchView, window: tuple[torch.Tensor | None, int, int], fairness: torch.Tensor | None
+    ) -> StackedTaskTerms:
+        """CE_t (plain and window-normalised) of every task on the micro-batch, beside F_t, as `[T]` vectors."""
         num_items, world_size, micro_batches = window
-        task = self.fairmtl_config.tasks[t]
-        accuracy, count = self.task_losses[task](batch.logits[t], batch.labels[:, t])
-        exact = accuracy if num_items is None else accuracy * count * world_size / num_items[t].clamp(min=1)
-        return TaskTerms(t, task, accuracy, exact, fairness, count > 0, micro_batches, self.fairness_weights[task])
+        accuracy, count = stacked_task_losses(list(self.task_losses.values()), batch.logits, batch.labels)
+        exact = accuracy if num_items is None else accuracy * count * world_size / num_items.clamp(min=1)
+        has_fairness, fairness_weight = self._task_vector_constants(accuracy.device)
+        return StackedTaskTerms(
+            tasks=self.fairmtl_config.tasks,
+            accuracy=accuracy,
+            exact_accuracy=exact,
+            fairness=fairness,
+            has_fairness=has_fairness,
+            present=count > 0,
+            micro_batches=micro_batches,
+            fairness_weight=fairness_weight,
+        )
+
+    def _task_vector_constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`([T] bool has-fairness, [T] float64 λ_t)` on `device` (built once per device)."""
+        if device not in self._task_vectors:
+            tasks = self.fairmtl_config.tasks
+            has = torch.tensor([task in self.fairness_losses for task in tasks], device=device)
+            weights = torch.tensor([self.fairness_weights[task] for task in tasks], dtype=torch.float64, device=device)
+            self._task_vectors[device] = has, weights
+        return self._task_vectors[device]
 
     def compute_loss(
         self,
@@ -614,24 +684,19 @@ class FairMTLTrainer(Trainer):
         batch, head_input = self._forward(model, inputs)
         self.fairness_losses.train(batch.training)
         window = self._accumulation_window(batch.training, num_items_in_batch)
-        fairness = self._fairness_terms(batch)
-        terms = [self._task_terms(t, batch, window, fairness[t]) for t in range(self.fairmtl_config.num_tasks)]
-        shares = [self.strategy.combine(term, batch) for term in terms]
-        present = torch.stack([term.present for term in terms])
-        task_losses = self.weighting.task_losses(
-            [share.weighted for share in shares], [share.unweighted for share in shares], present, window[2]
-        )
-        total = batch.shared.sum() * 0.0
-        for loss in task_losses:
-            total = total + loss
+        terms = self._stacked_terms(batch, window, self._fairness_terms(batch))
+        shares = self.strategy.objectives(terms, batch)
+        shares_of_tasks = self.weighting.task_losses(shares.weighted, shares.unweighted, terms.present, window[2])
+        task_losses = as_vector(shares_of_tasks)
+        # `shared · 0` keeps a graph to the encoder when no task has a labelled row.
+        total = batch.shared.sum() * 0.0 + task_losses.sum()
         extra = self.strategy.extra_loss(batch)
         if extra is not None:
             total = total + extra
         self._log_terms("train" if batch.training else "eval", terms)
         if batch.training:
-            objectives = [share.objective for share in shares]
             self.weighting.accumulate(
-                WeightingInputs(objectives, task_losses, head_input, present, self._shared_parameters())
+                WeightingInputs(shares.objective, task_losses, head_input, terms.present, self._shared_parameters())
             )
         self.strategy.after_batch(batch)
         if return_outputs:
@@ -743,39 +808,56 @@ class FairMTLTrainer(Trainer):
 
     # ------------------------------------------------------------------ logging
 
-    def _log_terms(self, mode: str, terms: list[TaskTerms]) -> None:
-        weights = self.weighting.task_weights
-        for term in terms:
-            # A task without a labelled row in this micro-batch has no loss to report: weight 0 in the mean.
-            self._record(mode, loss_key(term.task, "accuracy"), term.accuracy, term.present)
-            if term.fairness is not None:
-                self._record(mode, loss_key(term.task, "fairness"), term.fairness, term.present)
-            if self.weighting.name != "equal":
-                self._record(mode, weight_key(term.task, self.weighting.name), weights[term.index])
-            for name, value in self.strategy.log_values(term).items():
-                self._record(mode, task_key(term.task, name), value)
+    def _log_terms(self, mode: str, terms: StackedTaskTerms) -> None:
+        tasks = terms.tasks
+        # A task without a labelled row in this micro-batch has no loss to report: weight 0 in the mean.
+        self._record(mode, self._task_keys("accuracy", loss_key), terms.accuracy, terms.present)
+        if terms.fairness is not None:  # tasks without a fairness loss get weight 0, so they log no value
+            with_fairness = terms.present & terms.has_fairness
+            self._record(mode, self._task_keys("fairness", loss_key), terms.fairness, with_fairness)
+        if self.weighting.name != "equal":
+            self._record(mode, self._task_keys(self.weighting.name, weight_key), self.weighting.task_weights)
+        for name, values in self.strategy.log_vectors(terms).items():
+            self._record(mode, self._task_keys(name, task_key), values)
+        if type(self.strategy).log_values is not Strategy.log_values:
+            for task_terms in terms.split():
+                for name, value in self.strategy.log_values(task_terms).items():
+                    self._record(mode, (task_key(tasks[task_terms.index], name),), value)
 
-    def _record(self, mode: str, name: str, value: torch.Tensor, weight: torch.Tensor | None = None) -> None:
-        # Kept on device and averaged at log time: no host sync and no arithmetic per step (T tasks × a few keys).
-        self._logged_values[mode][name].append((value.detach(), None if weight is None else weight.detach()))
+    def _task_keys(self, name: str, key: Callable[[str, str], str]) -> tuple[str, ...]:
+        """`(key(task, name) for every task)`, the metric names of one per-task vector."""
+        return tuple(key(task, name) for task in self.fairmtl_config.tasks)
+
+    def _record(
+        self, mode: str, names: tuple[str, ...], values: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> None:
+        # Kept on device and averaged at log time: no host sync and no arithmetic per step. A vector of K values
+        # (e.g. one per task) is one entry, not K.
+        entry = (values.detach(), None if weights is None else weights.detach())
+        self._logged_values[mode][names].append(entry)
 
     def record_metric(self, name: str, value: float | torch.Tensor, mode: str = "train") -> None:
         """Add a value to be averaged over the logging window and merged into the next `log()` call."""
-        self._record(mode, name, torch.as_tensor(value))
+        self._record(mode, (name,), torch.as_tensor(value))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         prefix = _evaluation_prefix(logs)
-        values = self._logged_values["train" if prefix is None else "eval"]
-        if values:
-            names = sorted(values)
-            sums = torch.stack([_weighted_sum(values[name]).to(self.args.device) for name in names])
+        entries = self._logged_values["train" if prefix is None else "eval"]
+        if entries:
+            keys = sorted(entries)  # the same order on every rank
+            sums = torch.cat([_weighted_sums(entries[key], len(key)).to(self.args.device) for key in keys])
             # Sum over ranks, then divide: every rank logs the same, global numbers.
-            sums = all_reduce_sum(sums.to(self.args.device))
+            sums = all_reduce_sum(sums)
+            totals: dict[str, list[float]] = {}
+            names = [name for key in keys for name in key]
             for name, (total, weight) in zip(names, sums.tolist(), strict=True):
+                running = totals.setdefault(name, [0.0, 0.0])
+                running[0], running[1] = running[0] + total, running[1] + weight
+            for name, (total, weight) in sorted(totals.items()):
                 if weight > 0:
                     # In place: `evaluate()` returns this very dict, so it carries the same keys as the log.
                     logs[with_prefix(name, prefix or "")] = round(total / weight, 6)
-            values.clear()
+            entries.clear()
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------ saving
@@ -883,12 +965,13 @@ class FairMTLTrainer(Trainer):
         self.load_fairmtl_state_dict(state, source=path)
 
 
-def _weighted_sum(pairs: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
-    """`[Σ w·v, Σ w]` of recorded `(value, weight)` pairs (weight `None` = 1), in float32 on the values' device."""
-    values = torch.stack([value.float().reshape(()) for value, _ in pairs])
-    ones = torch.ones((), device=values.device)
-    weights = torch.stack([ones if w is None else w.float().reshape(()).to(values.device) for _, w in pairs])
-    return torch.stack([(values * weights).sum(), weights.sum()])
+def _weighted_sums(pairs: list[tuple[torch.Tensor, torch.Tensor | None]], width: int) -> torch.Tensor:
+    """`[width, 2]`: per name `[Σ w·v, Σ w]` of recorded `(values, weights)` pairs of `width` values each (weights
+    `None` = 1), in float32 on the values' device."""
+    values = torch.stack([value.float().reshape(width) for value, _ in pairs])
+    ones = torch.ones(width, device=values.device)
+    weights = torch.stack([ones if w is None else w.float().reshape(width).to(values.device) for _, w in pairs])
+    return torch.stack([(values * weights).sum(0), weights.sum(0)], dim=-1)
 
 
 def _evaluation_prefix(logs: dict[str, Any]) -> str | None:

@@ -441,19 +441,23 @@ def test_fairness_term_under_accumulation_is_a_per_micro_batch_estimate(tmp_path
     torch.testing.assert_close(zero_accumulated, zero, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("fairness_loss", ["eps_deo", "robust_eo"])
-def test_fairness_terms_of_many_tasks_equal_one_call_per_task(fairness_loss, tmp_path) -> None:
-    """The trainer's stacked F_t (one loss call per attribute) equals F_t computed task by task: values,
-    gradients and the losses' running state."""
+@pytest.mark.parametrize(
+    ("fairness_loss", "route"), [("eps_deo", "shared"), ("robust_eo", "shared"), ("eps_deo", "heads"), ("eps_deo", "all")]
+)
+def test_fairness_terms_of_many_tasks_equal_one_call_per_task(fairness_loss, route, tmp_path) -> None:
+    """The trainer's stacked F_t (the routed heads as one batched forward, one loss call per attribute) equals F_t
+    computed task by task: values, gradients (encoder and heads), the losses' running state, and the heads'
+    dropout draws (dropout 0.1 here)."""
     import copy
 
     tasks = ("a", "b", "c", "d")
     train = Dataset.from_list(biased_rows(64, 0, tasks=tasks))
     torch.manual_seed(0)
-    model = FairMTLModel(tabular_config(tasks))
-    trainer = FairMTLTrainer(
-        model=model, args=make_args(tmp_path, strategy="weighted", fairness_loss=fairness_loss), train_dataset=train
-    )
+    config = tabular_config(tasks)
+    config.classifier_dropout = 0.1
+    model = FairMTLModel(config)
+    args = make_args(tmp_path, strategy="weighted", fairness_loss=fairness_loss, fairness_grad_to=route)
+    trainer = FairMTLTrainer(model=model, args=args, train_dataset=train)
     inputs = trainer.data_collator([train[i] for i in range(32)])
     inputs["labels"][:5, 1] = -100  # tasks with different labelled rows
     inputs["labels"][:, 3] = -100  # and one task absent from the batch
@@ -461,13 +465,15 @@ def test_fairness_terms_of_many_tasks_equal_one_call_per_task(fairness_loss, tmp
 
     def terms_and_grads(per_task: bool):
         model.zero_grad()
+        torch.manual_seed(1)
         batch, _ = trainer._forward(model, inputs)
         if per_task:
-            values = [batch.fairness_loss(t, trainer.strategy.fairness_logits(t, batch)) for t in range(len(tasks))]
+            logits = [trainer.strategy.fairness_logits(t, batch) for t in range(len(tasks))]
+            values = torch.stack([batch.fairness_loss(t, logits[t]) for t in range(len(tasks))])
         else:
             values = trainer._fairness_terms(batch)
-        torch.stack(values).sum().backward()
-        return torch.stack(values).detach(), [p.grad.clone() for p in model.encoder.parameters()]
+        values.sum().backward()
+        return values.detach(), [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
 
     expected, expected_grads = terms_and_grads(per_task=True)
     per_task_losses, trainer.fairness_losses = trainer.fairness_losses, stacked_losses
@@ -476,6 +482,8 @@ def test_fairness_terms_of_many_tasks_equal_one_call_per_task(fairness_loss, tmp
     torch.testing.assert_close(values, expected, rtol=0, atol=1e-6)
     for grad, expected_grad in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-6)
+    head_grads = [grad for (name, _), grad in zip(model.named_parameters(), grads, strict=True) if "heads" in name]
+    assert all(grad is None or not grad.any() for grad in head_grads) == (route == "shared")
     torch.testing.assert_close(stacked_losses.state_dict(), per_task_losses.state_dict())
 
 

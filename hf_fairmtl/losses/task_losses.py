@@ -58,6 +58,8 @@ class TaskLoss(nn.Module):
     description: ClassVar[str] = ""
     citation: ClassVar[str] = ""
     needs_class_counts: ClassVar[bool] = False
+    supports_stacking: ClassVar[bool] = False
+    """Whether [`forward_stacked`] computes K tasks of this loss class in one call (see [`stacked_task_losses`])."""
 
     def __init__(self, num_classes: int, counts: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -67,6 +69,14 @@ class TaskLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`(loss, count)`: the loss over the labelled rows (0 with a graph when none) and their number."""
+        raise NotImplementedError
+
+    @classmethod
+    def forward_stacked(
+        cls, losses: Sequence[TaskLoss], logits: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`([K] losses, [K] counts)` of K tasks (`[K, B, C]` logits, `[K, B]` labels; `losses[k]` task k's instance),
+        equal to K `forward` calls. Only called where `supports_stacking`."""
         raise NotImplementedError
 
 
@@ -83,8 +93,16 @@ class CrossEntropyTaskLoss(TaskLoss):
     description: ClassVar[str] = "Mean cross-entropy over the labelled rows of the task."
     citation: ClassVar[str] = ""
 
+    supports_stacking: ClassVar[bool] = True
+
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return masked_cross_entropy(logits, labels)
+
+    @classmethod
+    def forward_stacked(
+        cls, losses: Sequence[TaskLoss], logits: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return _stacked_cross_entropy(logits, labels, None)
 
 
 @register_task_loss("balanced")
@@ -106,10 +124,18 @@ class BalancedCrossEntropyLoss(TaskLoss):
         "King, G. and Zeng, L. (2001). Logistic Regression in Rare Events Data. Political Analysis 9(2)."
     )
     needs_class_counts: ClassVar[bool] = True
+    supports_stacking: ClassVar[bool] = True
 
     def __init__(self, num_classes: int, counts: Sequence[int] | None = None) -> None:
         super().__init__(num_classes)
         self.register_buffer("class_weights", balanced_class_weights(counts, self.num_classes))
+
+    @classmethod
+    def forward_stacked(
+        cls, losses: Sequence[TaskLoss], logits: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = torch.stack([loss.class_weights for loss in losses]).to(device=logits.device, dtype=torch.float32)
+        return _stacked_cross_entropy(logits, labels, weights)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         labels = labels.long()
@@ -120,6 +146,59 @@ class BalancedCrossEntropyLoss(TaskLoss):
 
     def extra_repr(self) -> str:
         return f"class_weights={[round(float(w), 4) for w in self.class_weights]}"
+
+
+def _stacked_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`([K] Σ_i w_{y_i} CE_i / count, [K] count)` of `[K, B, C]` logits and `[K, B]` labels (-100 = missing);
+    `class_weights` `[K, C]` or `None` (all 1)."""
+    tasks, rows, classes = logits.shape
+    labels = labels.long()
+    labelled = labels != IGNORE_INDEX
+    count = labelled.sum(-1)
+    per_row = F.cross_entropy(
+        logits.float().reshape(tasks * rows, classes), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    ).reshape(tasks, rows)
+    if class_weights is not None:
+        per_row = per_row * class_weights.gather(1, labels.clamp(min=0))
+    return per_row.sum(-1) / count.clamp(min=1), count
+
+
+def stacked_task_losses(
+    losses: Sequence[TaskLoss], logits: Sequence[torch.Tensor], labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every task's `(loss, count)` as `[T]` tensors; tasks of one stackable loss class and class count in one call.
+
+    Args:
+        losses: Task `t`'s loss at position `t`.
+        logits: Task `t`'s `[B, C_t]` logits at position `t`.
+        labels: `[B, T]` labels (-100 = missing).
+
+    Returns:
+        `([T] losses, [T] counts)`, equal (up to float rounding) to `losses[t](logits[t], labels[:, t])` per task,
+        which is what runs for a loss class without `supports_stacking` or a task alone in its group.
+    """
+    num_tasks = len(losses)
+    groups: dict[tuple[type, int], list[int]] = {}
+    for t, loss in enumerate(losses):
+        key = (type(loss), logits[t].shape[-1]) if loss.supports_stacking else (type(loss), -1 - t)
+        groups.setdefault(key, []).append(t)
+    if len(groups) == 1 and num_tasks > 1 and losses[0].supports_stacking:  # the usual case: no reordering
+        return type(losses[0]).forward_stacked(losses, torch.stack(list(logits)), labels.T)
+    values: list[torch.Tensor | None] = [None] * num_tasks
+    counts: list[torch.Tensor | None] = [None] * num_tasks
+    for (cls, _), members in groups.items():
+        if len(members) > 1:
+            value, count = cls.forward_stacked(
+                [losses[t] for t in members], torch.stack([logits[t] for t in members]), labels[:, members].T
+            )
+            for i, t in enumerate(members):
+                values[t], counts[t] = value[i], count[i]
+        else:
+            (t,) = members
+            values[t], counts[t] = losses[t](logits[t], labels[:, t])
+    return torch.stack(values), torch.stack(counts)
 
 
 def balanced_class_weights(counts: Sequence[int] | None, num_classes: int) -> torch.Tensor:

@@ -63,6 +63,74 @@ class TaskObjective:
 
 
 @dataclass
+class StackedTaskTerms:
+    """Every task's loss terms on the current micro-batch, as `[T]` tensors in `config.tasks` order.
+
+    What [`Strategy.combine_all`] receives: a strategy that combines them in a few vector operations avoids T
+    small operations per step, which at many tasks cost more than the arithmetic.
+
+    Attributes:
+        tasks: Task names.
+        accuracy: `[T]` [`TaskTerms.accuracy`] of every task.
+        exact_accuracy: `[T]` [`TaskTerms.exact_accuracy`].
+        fairness: `[T]` F_t, 0 (with a graph) for a task without fairness attributes; `None` when no task has one
+            (or the strategy computes none).
+        has_fairness: `[T]` bool, the tasks that have a fairness loss.
+        present: `[T]` bool, tasks with a labelled row in this micro-batch.
+        micro_batches: Micro-batches in the accumulation window.
+        fairness_weight: `[T]` λ_t.
+    """
+
+    tasks: Sequence[str]
+    accuracy: torch.Tensor
+    exact_accuracy: torch.Tensor
+    fairness: torch.Tensor | None
+    has_fairness: torch.Tensor
+    present: torch.Tensor
+    micro_batches: int
+    fairness_weight: torch.Tensor
+
+    def split(self) -> list[TaskTerms]:
+        """Every task's [`TaskTerms`] (one host read of the flags and weights, not one per task)."""
+        flags, weights = self.has_fairness.tolist(), self.fairness_weight.tolist()
+        accuracy, exact, present = self.accuracy.unbind(), self.exact_accuracy.unbind(), self.present.unbind()
+        fairness = self.fairness.unbind() if self.fairness is not None else [None] * len(self.tasks)
+        return [
+            TaskTerms(
+                t,
+                task,
+                accuracy[t],
+                exact[t],
+                fairness[t] if flags[t] else None,
+                present[t],
+                self.micro_batches,
+                weights[t],
+            )  # fmt: skip
+            for t, task in enumerate(self.tasks)
+        ]
+
+
+@dataclass
+class StackedObjective:
+    """Every task's [`TaskObjective`] as `[T]` tensors (`weighted`, `unweighted`, `objective`)."""
+
+    weighted: torch.Tensor
+    unweighted: torch.Tensor
+    objective: torch.Tensor
+
+    @classmethod
+    def stack(cls, objectives: Sequence[TaskObjective]) -> StackedObjective:
+        """Stack per-task objectives (what the default [`Strategy.combine_all`] does)."""
+        return cls(*(torch.stack([getattr(o, name) for o in objectives]) for name in ("weighted", "unweighted",
+                                                                                      "objective")))  # fmt: skip
+
+    @staticmethod
+    def accuracy_only(terms: StackedTaskTerms) -> StackedObjective:
+        """CE_t as every task's whole share (vector form of [`Strategy.accuracy_only`])."""
+        return StackedObjective(terms.exact_accuracy, torch.zeros_like(terms.exact_accuracy), terms.accuracy)
+
+
+@dataclass
 class BatchView:
     """What a strategy may read of the current micro-batch (all tensors on the model's device).
 
@@ -140,12 +208,32 @@ class Strategy:
         """One task's [`TaskObjective`] from its terms."""
         raise NotImplementedError
 
+    def combine_all(self, terms: StackedTaskTerms, batch: BatchView) -> StackedObjective:
+        """Every task's objective at once. The default calls [`combine`] per task and stacks the results; a
+        strategy whose rule is the same for every task may override it with vector operations (equal values)."""
+        return StackedObjective.stack([self.combine(task_terms, batch) for task_terms in terms.split()])
+
+    def objectives(self, terms: StackedTaskTerms, batch: BatchView) -> StackedObjective:
+        """What the trainer calls: [`combine_all`], unless a subclass overrides [`combine`] below the class that
+        vectorised `combine_all` (e.g. `proxy_groups` under `weighted`): then its `combine` runs per task."""
+        owners = type(self).__mro__
+        combine_owner = next(cls for cls in owners if "combine" in cls.__dict__)
+        combine_all_owner = next(cls for cls in owners if "combine_all" in cls.__dict__)
+        if issubclass(combine_all_owner, combine_owner):
+            return self.combine_all(terms, batch)
+        return Strategy.combine_all(self, terms, batch)
+
     def extra_loss(self, batch: BatchView) -> torch.Tensor | None:
         """A batch-level term added to the objective outside the task weighting (e.g. an adversary)."""
         return None
 
     def log_values(self, terms: TaskTerms) -> dict[str, torch.Tensor]:
         """Extra per-task values to log (averaged over the logging window), keyed by metric name."""
+        return {}
+
+    def log_vectors(self, terms: StackedTaskTerms) -> dict[str, torch.Tensor]:
+        """Extra values of every task to log, as `[T]` vectors keyed by metric name (the vector form of
+        [`log_values`], logged under the same per-task keys; both may be used)."""
         return {}
 
     def after_batch(self, batch: BatchView) -> None:

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import torch
+
 from ..losses.robust_eo import RobustEOLoss
-from .base import BatchView, Strategy, TaskObjective, TaskTerms, register_strategy
+from .base import (
+    BatchView,
+    StackedObjective,
+    StackedTaskTerms,
+    Strategy,
+    TaskObjective,
+    TaskTerms,
+    register_strategy,
+)
 
 L2T_FMT_CITATION = RobustEOLoss.citation  # the paper that defines both the loss and G-FMT
 
@@ -16,6 +26,18 @@ def chosen_objective(terms: TaskTerms, use_fairness: bool) -> TaskObjective:
         weighted=terms.fairness / terms.micro_batches,
         unweighted=terms.fairness.new_zeros(()),
         objective=terms.fairness,
+    )
+
+
+def chosen_objectives(terms: StackedTaskTerms, use_fairness: torch.Tensor) -> StackedObjective:
+    """[`chosen_objective`] of every task at once: `use_fairness` `[T]` bool (ignored for tasks without F_t)."""
+    if terms.fairness is None:
+        return StackedObjective.accuracy_only(terms)
+    chosen = use_fairness.to(terms.has_fairness.device) & terms.has_fairness
+    return StackedObjective(
+        weighted=torch.where(chosen, terms.fairness / terms.micro_batches, terms.exact_accuracy),
+        unweighted=torch.zeros_like(terms.exact_accuracy),
+        objective=torch.where(chosen, terms.fairness, terms.accuracy),
     )
 
 
@@ -36,3 +58,8 @@ class GreedyStrategy(Strategy):
         if terms.fairness is None:
             return self.accuracy_only(terms)
         return chosen_objective(terms, bool(terms.fairness.detach() > terms.accuracy.detach()))
+
+    def combine_all(self, terms: StackedTaskTerms, batch: BatchView) -> StackedObjective:
+        if terms.fairness is None:
+            return StackedObjective.accuracy_only(terms)
+        return chosen_objectives(terms, terms.fairness.detach() > terms.accuracy.detach())

@@ -8,8 +8,16 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from .base import BatchView, Strategy, TaskObjective, TaskTerms, register_strategy
-from .greedy import L2T_FMT_CITATION, chosen_objective
+from .base import (
+    BatchView,
+    StackedObjective,
+    StackedTaskTerms,
+    Strategy,
+    TaskObjective,
+    TaskTerms,
+    register_strategy,
+)
+from .greedy import L2T_FMT_CITATION, chosen_objective, chosen_objectives
 
 ACCURACY_ACTION, FAIRNESS_ACTION = 0, 1
 
@@ -32,6 +40,7 @@ class TeacherStrategy(Strategy):
     def __init__(self, args: Any, config, fairness_attributes: dict[str, list[str]]) -> None:
         super().__init__(args, config, fairness_attributes)
         self.actions = [ACCURACY_ACTION] * config.num_tasks
+        self._action_tensor: tuple[list[int], torch.Tensor] | None = None  # (actions, the same as a tensor)
         self.latest_batch: dict[str, torch.Tensor | None] | None = None
         self.teacher_callback: TrainerCallback | None = None
 
@@ -45,8 +54,18 @@ class TeacherStrategy(Strategy):
     def combine(self, terms: TaskTerms, batch: BatchView) -> TaskObjective:
         return chosen_objective(terms, self.actions[terms.index] == FAIRNESS_ACTION)
 
-    def log_values(self, terms: TaskTerms) -> dict[str, torch.Tensor]:
-        return {"action": torch.tensor(float(self.actions[terms.index]), device=terms.accuracy.device)}
+    def combine_all(self, terms: StackedTaskTerms, batch: BatchView) -> StackedObjective:
+        return chosen_objectives(terms, self._action_vector(terms.accuracy.device) == FAIRNESS_ACTION)
+
+    def log_vectors(self, terms: StackedTaskTerms) -> dict[str, torch.Tensor]:
+        return {"action": self._action_vector(terms.accuracy.device).float()}
+
+    def _action_vector(self, device: torch.device) -> torch.Tensor:
+        # Rebuilt only when the teacher decides (every `teacher_interval` steps), not at every micro-batch.
+        cached = self._action_tensor
+        if cached is None or cached[0] != self.actions or cached[1].device != device:
+            self._action_tensor = (list(self.actions), torch.tensor(self.actions, device=device))
+        return self._action_tensor[1]
 
     def after_batch(self, batch: BatchView) -> None:
         if batch.training:

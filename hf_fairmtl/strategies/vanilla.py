@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import BatchView, Strategy, TaskObjective, TaskTerms, register_strategy
+from .base import BatchView, StackedObjective, StackedTaskTerms, Strategy, TaskObjective, TaskTerms, register_strategy
 
 
 @register_strategy("vanilla")
@@ -15,3 +15,6 @@ class VanillaStrategy(Strategy):
 
     def combine(self, terms: TaskTerms, batch: BatchView) -> TaskObjective:
         return self.accuracy_only(terms)
+
+    def combine_all(self, terms: StackedTaskTerms, batch: BatchView) -> StackedObjective:
+        return StackedObjective.accuracy_only(terms)

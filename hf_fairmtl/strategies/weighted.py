@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .base import BatchView, Strategy, TaskObjective, TaskTerms, register_strategy
+import torch
+
+from .base import BatchView, StackedObjective, StackedTaskTerms, Strategy, TaskObjective, TaskTerms, register_strategy
 
 
 @register_strategy("weighted")
@@ -37,3 +39,10 @@ class WeightedStrategy(Strategy):
             unweighted=terms.fairness_weight * terms.fairness / terms.micro_batches,
             objective=terms.accuracy,
         )
+
+    def combine_all(self, terms: StackedTaskTerms, batch: BatchView) -> StackedObjective:
+        if terms.fairness is None:
+            return StackedObjective.accuracy_only(terms)
+        # λ_t = 0 where a task has no fairness loss (its F_t is a 0 with a graph): the same values as `combine`.
+        weights = torch.where(terms.has_fairness, terms.fairness_weight, 0.0).to(terms.fairness)
+        return StackedObjective(terms.exact_accuracy, weights * terms.fairness / terms.micro_batches, terms.accuracy)

@@ -82,21 +82,24 @@ class TaskWeighting(nn.Module):
 
     def task_losses(
         self,
-        weighted: Sequence[torch.Tensor],
-        unweighted: Sequence[torch.Tensor],
+        weighted: torch.Tensor | Sequence[torch.Tensor],
+        unweighted: torch.Tensor | Sequence[torch.Tensor],
         present: torch.Tensor,
         micro_batches: int = 1,
-    ) -> list[torch.Tensor]:
-        """Per-task shares of the objective: `w_t · weighted_t / T + unweighted_t`.
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Per-task shares of the objective: `w_t · weighted / T + unweighted`.
 
         Args:
-            weighted: Per-task parts the weight multiplies (window-normalised).
-            unweighted: Per-task parts added as they are.
+            weighted: `[T]` per-task parts the weight multiplies (window-normalised), or a sequence of T scalars.
+            unweighted: `[T]` per-task parts added as they are, or a sequence of T scalars.
             present: `[T]` bool, tasks with a labelled row in the micro-batch.
             micro_batches: Micro-batches of the accumulation window (for batch-level terms of the weighting).
+
+        Returns:
+            `[T]` shares (a subclass may return a sequence of T scalars; the trainer stacks it).
         """
-        weights = self.task_weights.to(weighted[0].device)
-        return [weights[t] * weighted[t] / self.num_tasks + unweighted[t] for t in range(self.num_tasks)]
+        weighted, unweighted = as_vector(weighted), as_vector(unweighted)
+        return self.task_weights.to(weighted) * weighted / self.num_tasks + unweighted
 
     def accumulate(self, inputs: WeightingInputs) -> None:
         """Record one training micro-batch (nothing by default)."""
@@ -123,6 +126,11 @@ class TaskWeighting(nn.Module):
         if optimizer_state is not None and optimizer is not None:
             optimizer.load_state_dict(optimizer_state)
         return result
+
+
+def as_vector(values: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """`[T]` tensor of per-task scalars given as a tensor or a sequence of 0-dim tensors."""
+    return values if torch.is_tensor(values) else torch.stack(list(values))
 
 
 WEIGHTINGS: Registry[type[TaskWeighting]] = Registry("task weighting", TaskWeighting, setting="weighting")

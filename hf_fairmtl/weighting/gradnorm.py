@@ -99,12 +99,8 @@ class GradNorm(TaskWeighting):
         active = [t for t, here in enumerate(present.tolist()) if here and task_losses[t].requires_grad]
         if not active:
             return
-        squared = []
-        for t in active:
-            (grad,) = torch.autograd.grad(task_losses[t], shared, retain_graph=True, allow_unused=True)
-            squared.append(self._zero if grad is None else grad.detach().float().pow(2).sum())
         index = torch.tensor(active, device=self._loss_sums.device)
-        self._squared_grad_norms.index_add_(0, index, torch.stack(squared))
+        self._squared_grad_norms.index_add_(0, index, squared_gradient_norms(task_losses, active, shared, self._zero))
         self._loss_sums.index_add_(0, index, torch.stack([task_losses[t].detach().float() for t in active]))
         self._loss_counts.index_add_(0, index, torch.ones(len(active), device=index.device))
 
@@ -139,3 +135,31 @@ class GradNorm(TaskWeighting):
         with torch.no_grad():
             positive = self.weights.clamp(min=MIN_WEIGHT)
             self.weights.copy_(positive * self.num_tasks / positive.sum())
+
+
+def squared_gradient_norms(
+    losses: torch.Tensor | Sequence[torch.Tensor], active: list[int], point: torch.Tensor, zero: torch.Tensor
+) -> torch.Tensor:
+    """`[K]` squared norms of `∇_point losses[t]` for the K tasks in `active` (`zero` where `point` is unreached).
+
+    With the losses as one `[T]` tensor (the trainer's stacked objective) every task's gradient comes from one
+    batched backward (`is_grads_batched`): one backward per task would walk the whole stacked graph T times. A graph
+    with an operation vmap cannot batch falls back to one backward per task.
+    """
+    if torch.is_tensor(losses) and losses.dim() == 1:
+        selectors = torch.eye(losses.shape[0], dtype=losses.dtype, device=losses.device)[active]
+        try:
+            (grads,) = torch.autograd.grad(
+                losses, point, grad_outputs=selectors, retain_graph=True, allow_unused=True, is_grads_batched=True
+            )
+        except RuntimeError:  # an operation without a batching rule: one backward per task below
+            pass
+        else:
+            if grads is None:
+                return zero.expand(len(active)).clone()
+            return grads.detach().float().pow(2).flatten(1).sum(1)
+    squared = []
+    for t in active:
+        (grad,) = torch.autograd.grad(losses[t], point, retain_graph=True, allow_unused=True)
+        squared.append(zero if grad is None else grad.detach().float().pow(2).sum())
+    return torch.stack(squared)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..losses.distributed import all_reduce_sum, world_size
-from .base import TaskWeighting, register_weighting
+from .base import TaskWeighting, as_vector, register_weighting
 
 
 @register_weighting("uncertainty")
@@ -54,17 +54,15 @@ class UncertaintyWeighting(TaskWeighting):
 
     def task_losses(
         self,
-        weighted: Sequence[torch.Tensor],
-        unweighted: Sequence[torch.Tensor],
+        weighted: torch.Tensor | Sequence[torch.Tensor],
+        unweighted: torch.Tensor | Sequence[torch.Tensor],
         present: torch.Tensor,
         micro_batches: int = 1,
-    ) -> list[torch.Tensor]:
+    ) -> torch.Tensor:
         s = self.log_variances
+        weighted, unweighted = as_vector(weighted), as_vector(unweighted)
         regulariser = torch.where(present.to(s.device), s, torch.zeros_like(s)) / micro_batches
-        return [
-            (torch.exp(-s[t]) * weighted[t] + regulariser[t]) / self.num_tasks + unweighted[t]
-            for t in range(self.num_tasks)
-        ]
+        return (torch.exp(-s) * weighted + regulariser) / self.num_tasks + unweighted
 
     def step(self) -> None:
         grad = self.log_variances.grad
