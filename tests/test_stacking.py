@@ -176,7 +176,8 @@ def test_combine_all_equals_combine_per_task(name) -> None:
             objective = Strategy.combine_all(strategy, terms, batch=None)
         values = [objective.weighted, objective.unweighted, objective.objective]
         weights = torch.arange(1.0, 16.0).reshape(3, 5)
-        grads = torch.autograd.grad(sum((v * w).sum() for v, w in zip(values, weights)), leaves, allow_unused=True)
+        total = sum((v * w).sum() for v, w in zip(values, weights, strict=True))
+        grads = torch.autograd.grad(total, leaves, allow_unused=True)
         outputs[path] = ([v.detach() for v in values], [g if g is not None else torch.zeros(5) for g in grads])
     for got, expected in zip(sum(outputs["vector"], []), sum(outputs["per_task"], []), strict=True):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)

@@ -441,9 +441,10 @@ def test_fairness_term_under_accumulation_is_a_per_micro_batch_estimate(tmp_path
     torch.testing.assert_close(zero_accumulated, zero, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    ("fairness_loss", "route"), [("eps_deo", "shared"), ("robust_eo", "shared"), ("eps_deo", "heads"), ("eps_deo", "all")]
-)
+ROUTES = [("eps_deo", "shared"), ("robust_eo", "shared"), ("eps_deo", "heads"), ("eps_deo", "all")]
+
+
+@pytest.mark.parametrize(("fairness_loss", "route"), ROUTES)
 def test_fairness_terms_of_many_tasks_equal_one_call_per_task(fairness_loss, route, tmp_path) -> None:
     """The trainer's stacked F_t (the routed heads as one batched forward, one loss call per attribute) equals F_t
     computed task by task: values, gradients (encoder and heads), the losses' running state, and the heads'
