@@ -11,8 +11,11 @@ reference of ARA/AREO). For every teacher variant (a set of `teacher_*` argument
 fraction of fairness decisions, test accuracy / balanced accuracy / EO violation with the collapse flag, and a
 summary of the teacher's diagnostics (mean look-ahead reward of each action, how often the fairness action had
 the higher reward, which term of the reward's min bound, the mean Q gap). G-FMT and Vanilla MTL + GradNorm are
-run beside them. Writes `benchmarks/results/teacher_decisions.{json,md}` and one diagnostics plot per variant
-(seed 0) `teacher_decisions_{variant}.png`.
+run beside them, and fairlearn's anchors on the same features and split (`hf_fairmtl.experiments.anchors`:
+ThresholdOptimizer(EO) over logistic regression, its thresholds fitted on the teacher's held-out rows, with the
+accuracy and the balanced-accuracy objective, and ExponentiatedGradient(EO); they see `sex` at prediction time,
+as the fair STL models' fairness losses do at training time). Writes `benchmarks/results/teacher_decisions.{json,md}`
+and one diagnostics plot per variant (seed 0) `teacher_decisions_{variant}.png`.
 """
 
 from __future__ import annotations
@@ -49,11 +52,13 @@ from benchmarks.common import (
 from benchmarks.quality_tabular import ATTRIBUTE, MODES, STL_SETTINGS, method_overrides, prepare, single_task_splits
 from hf_fairmtl import FairMTLModel, FairMTLTrainer
 from hf_fairmtl.data import load_census_sources
+from hf_fairmtl.experiments.anchors import ANCHOR_LABELS, experiment_anchors
 from hf_fairmtl.metrics import relative_scores
 from hf_fairmtl.teacher import TeacherCallback, diagnostic_key, plot_teacher_diagnostics
 
 STEM = "teacher_decisions"
 STL = "STL (fair, per task)"
+ANCHORS = ("threshold_optimizer", "threshold_optimizer_balanced_accuracy", "exponentiated_gradient")
 BASELINES = {"G-FMT": "G-FMT", "Vanilla MTL + GradNorm": "Vanilla MTL + GradNorm"}
 # Variant -> `TeacherCallback` settings of the L2T-FMT run ("strategy": "teacher" + GradNorm as in quality_tabular);
 # `{}` = the defaults from the training arguments.
@@ -235,7 +240,33 @@ def run_all(
             overrides = method_overrides("L2T-FMT", tasks, ATTRIBUTE)
             runs[variant].append(train_run(config, seed, train, test, heldout, overrides, common, VARIANTS[variant]))
         print(f"seed {seed} done", file=sys.stderr, flush=True)
-    return {"tasks": tasks, "runs": runs, "summary": summarise(runs, tasks)}
+    anchor_runs, notes = fairlearn_runs(train, heldout, test, config, seeds, tasks)
+    runs.update(anchor_runs)
+    return {"tasks": tasks, "runs": runs, "summary": summarise(runs, tasks), "anchor_notes": notes}
+
+
+def fairlearn_runs(
+    train: Any,
+    heldout: Any,
+    test: Any,
+    config: Any,
+    seeds: Sequence[int],
+    tasks: Sequence[str],
+    attribute: str = ATTRIBUTE,
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """fairlearn's anchors as runs of the same shape as ours (`{"seed", "tasks": {task: figures}}` per seed), each
+    fitted once on the same rows (thresholds on the teacher's held-out rows) and predicted with every seed. An
+    anchor missing a task (fairlearn refused a fit) is left out with its notes."""
+    anchors = experiment_anchors(train, heldout, test, config, seeds, methods=ANCHORS)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for anchor in ANCHORS:
+        name = f"fairlearn {ANCHOR_LABELS[anchor]}"
+        records = [r for r in anchors.records if r["anchor"] == anchor and r["attribute"] == attribute]
+        per_seed = [{"seed": seed, "tasks": {r["task"]: r["figures"] for r in records if r["seed"] == seed}}
+                    for seed in seeds]  # fmt: skip
+        if all(set(run["tasks"]) == set(tasks) for run in per_seed):
+            runs[name] = per_seed
+    return runs, list(anchors.notes)
 
 
 def summarise(runs: Mapping[str, list[dict[str, Any]]], tasks: Sequence[str]) -> dict[str, Any]:
@@ -295,7 +326,16 @@ def render_markdown(payload: Mapping[str, Any]) -> str:
         )
     header = ["method", "ARA ↑", "AREO ↓", "balanced ARA ↑", "ARA w/o collapsed", "AREO w/o collapsed", "collapsed"]
     lines += markdown_table(header, rows)
-    lines += ["", "## Per task: accuracy / balanced accuracy / EO violation (majority-prediction share)", ""]
+    notes = payload.get("anchor_notes") or []
+    lines += [
+        "",
+        "fairlearn rows: the anchors on the same features, training rows and test rows (ThresholdOptimizer's "
+        "thresholds fitted on the teacher's held-out rows); they use `sex` at prediction time.",
+        *(f"- {note}" for note in notes),
+        "",
+        "## Per task: accuracy / balanced accuracy / EO violation (majority-prediction share)",
+        "",
+    ]
     rows = []
     for name, block in summary.items():
         cells = []

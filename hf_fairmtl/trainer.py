@@ -588,7 +588,7 @@ class FairMTLTrainer(Trainer):
 
         With the default routing the heads of one class count run as one batched forward ([`TaskHead.forward_many`];
         same values and dropout draws as one call per head); a strategy with its own `fairness_logits`, or heads
-        that cannot be stacked (PEFT wrappers, hooks, other shapes), get one call per task.
+        that cannot be stacked (PEFT wrappers, other shapes or dropout), get one call per task.
         """
         if type(self.strategy).fairness_logits is not Strategy.fairness_logits:
             per_task = {t: self.strategy.fairness_logits(t, batch) for t in chosen}

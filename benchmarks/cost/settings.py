@@ -126,8 +126,10 @@ def make_trainer(
     steps: int,
     batch_size: int,
     teacher_interval: int,
+    heldout_refresh: int | None = None,
 ) -> Trainer:
-    """The plain `Trainer` or a `FairMTLTrainer` for `method`, with the same base arguments."""
+    """The plain `Trainer` or a `FairMTLTrainer` for `method`, with the same base arguments (`heldout_refresh`:
+    the teacher's `teacher_heldout_refresh`, default the trainer's)."""
     values = training_argument_values(
         output_dir, seed=0, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=5e-5
     )
@@ -142,7 +144,12 @@ def make_trainer(
     else:
         trainer = FairMTLTrainer(
             model=model,
-            args=FairMTLTrainingArguments(**values, teacher_interval=teacher_interval, **overrides),
+            args=FairMTLTrainingArguments(
+                **values,
+                teacher_interval=teacher_interval,
+                **({"teacher_heldout_refresh": heldout_refresh} if heldout_refresh else {}),
+                **overrides,
+            ),
             train_dataset=train,
             eval_dataset=heldout,  # the teacher's held-out rows (teacher_heldout_size = 256 by default)
         )
