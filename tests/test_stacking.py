@@ -9,6 +9,7 @@ checked here against the per-task computation: values, gradients and random draw
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -232,3 +233,29 @@ def test_gradnorm_batched_gradient_norms_equal_one_backward_per_task(fairness_lo
     one_by_one = squared_gradient_norms(list(objective.unbind()), active, shared, torch.zeros(()))
     assert batched.shape == (3,) and (batched > 0).all()
     torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-8)
+
+
+def test_teacher_dqn_q_values_and_targets_of_all_tasks_equal_one_call_per_task() -> None:
+    """The teacher's DQN computes every task's Q values and TD targets in one trunk call and one batched product
+    of the Q heads; equal to one call per task (trained heads, so the values are not the initial zeros)."""
+    from hf_fairmtl.teacher.dqn import TaskTeacher, Transition
+
+    torch.manual_seed(0)
+    teacher = TaskTeacher([10, 12, 10], state_size=8, hidden_size=16, gradnorm=False)
+    for head in teacher.dqn.q_heads:
+        nn.init.normal_(head.weight)
+        nn.init.normal_(head.bias)
+    width = teacher.dqn.input_size
+    states = torch.randn(3, width)
+    hidden = teacher.dqn.trunk(states)
+    per_task = torch.stack([teacher.dqn.q_from_hidden(hidden[t], t) for t in range(3)])
+    torch.testing.assert_close(teacher.q_values(states), per_task.detach(), rtol=0, atol=1e-6)
+    transitions = [Transition(states[t], torch.randn(2, width), torch.randn(2)) for t in range(3)]
+    transitions[1] = None
+    targets = teacher._all_td_targets(transitions, torch.tensor([True, False, True]))
+    for t in (0, 2):
+        torch.testing.assert_close(targets[t], teacher.td_targets(transitions[t], t), rtol=0, atol=1e-6)
+    assert not targets[1].any()
+    result = teacher.update(transitions)
+    assert math.isnan(result["td_losses"][1]) and result["targets"][1] is None
+    assert all(math.isfinite(result["td_losses"][t]) for t in (0, 2))

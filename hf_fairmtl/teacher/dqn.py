@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..weighting import GradNorm
 from .reward import teacher_reward
@@ -125,6 +124,15 @@ class MultiTaskDQN(nn.Module):
         """Q values `[N, num_actions]` of `N` states of one task."""
         return self.q_from_hidden(self.trunk(states), task_index)
 
+    def q_all(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Q values `[T, N, num_actions]` of every task from trunk outputs `[T, N, hidden_size]` (row t read by task
+        t's head): [`q_from_hidden`] of every task as one batched product instead of T calls."""
+        weight = torch.stack([head.weight for head in self.q_heads])
+        bias = torch.stack([head.bias for head in self.q_heads])
+        out = torch.baddbmm(bias.unsqueeze(1), hidden, weight.mT)
+        value, advantages = out[..., :1], out[..., 1:]
+        return value + advantages - advantages.mean(dim=-1, keepdim=True)
+
 
 @dataclass
 class Transition:
@@ -237,7 +245,7 @@ class TaskTeacher:
         """Q values `[T, num_actions]` of one state per task (`states` `[T, D]`), without gradient."""
         with torch.no_grad():
             hidden = self.dqn.trunk(states.to(self.device))
-            return torch.stack([self.dqn.q_from_hidden(hidden[t], t) for t in range(self.num_tasks)])
+            return self.dqn.q_all(hidden.unsqueeze(1)).squeeze(1)
 
     def td_targets(self, transition: Transition, task_index: int) -> torch.Tensor:
         """`y_a = R_a + γ · max_a' Q(s′_a, a')` `[num_actions]` (no gradient; the current network, no target copy)."""
@@ -245,12 +253,25 @@ class TaskTeacher:
             next_q = self.dqn(transition.next_states.to(self.device), task_index)
         return transition.rewards.to(next_q) + self.gamma * next_q.max(dim=-1).values
 
+    def _all_td_targets(self, transitions: Sequence[Transition | None], present: torch.Tensor) -> torch.Tensor:
+        """[`td_targets`] of every task `[T, num_actions]` in one trunk call (zeros where no transition)."""
+        width, actions = self.dqn.input_size, self.dqn.num_actions
+        blank_states = torch.zeros(actions, width, device=self.device)
+        blank_rewards = torch.zeros(actions, device=self.device)
+        next_states = torch.stack([tr.next_states.to(self.device) if tr else blank_states for tr in transitions])
+        rewards = torch.stack([tr.rewards.to(self.device) if tr else blank_rewards for tr in transitions])
+        with torch.no_grad():
+            next_q = self.dqn.q_all(self.dqn.trunk(next_states))
+        targets = rewards.to(next_q) + self.gamma * next_q.max(dim=-1).values
+        return torch.where(present.to(self.device).unsqueeze(1), targets, torch.zeros_like(targets))
+
     def update(self, transitions: Sequence[Transition | None]) -> dict[str, Any]:
         """One DQN step on the look-ahead transitions of all tasks (`None` = task without a transition).
 
         Per task t: `L_t = mean_a (Q(s_t, a) − y_a)²` over both simulated actions. The optimised loss is
         `Σ_t w_t · L_t / T` with GradNorm weights `w_t` (1 without GradNorm); GradNorm then balances the
         weights from the gradient norms of `w_t · L_t` at the trunk output (the DQN's shared representation).
+        Every task's targets, Q values and losses are computed as `[T, ...]` tensors (one trunk call each).
 
         Returns:
             `{"td_losses": [T] floats (NaN where no transition), "targets": list of [num_actions] tensors or
@@ -258,24 +279,23 @@ class TaskTeacher:
         """
         if len(transitions) != self.num_tasks:
             raise ValueError(f"Expected {self.num_tasks} transitions, got {len(transitions)}")
-        present = torch.tensor([tr is not None for tr in transitions])
-        if not bool(present.any()):
+        flags = [tr is not None for tr in transitions]
+        present = torch.tensor(flags)
+        if not any(flags):
             if self.gradnorm is not None:
                 self.gradnorm.step()  # a collective under DDP: every rank must call it at every update
             return {"td_losses": [math.nan] * self.num_tasks, "targets": [None] * self.num_tasks, "loss": math.nan}
-        targets = [self.td_targets(tr, t) if tr is not None else None for t, tr in enumerate(transitions)]
+        targets = self._all_td_targets(transitions, present)
         zero_state = torch.zeros(self.dqn.input_size, device=self.device)
         states = torch.stack([tr.state.to(self.device) if tr is not None else zero_state for tr in transitions])
         hidden = self.dqn.trunk(states)
-        td_losses = []
-        for t, target in enumerate(targets):
-            if target is None:
-                td_losses.append(hidden[t].sum() * 0.0)
-            else:
-                td_losses.append(F.mse_loss(self.dqn.q_from_hidden(hidden[t], t), target))
+        q = self.dqn.q_all(hidden.unsqueeze(1)).squeeze(1)
+        mask = present.to(self.device)
+        # A task without a transition: 0 with a graph (its zero state's Q against zero targets is left out).
+        td_losses = torch.where(mask, (q - targets).pow(2).mean(dim=-1), hidden.sum(dim=-1) * 0.0)
         weights = self.gradnorm.task_weights if self.gradnorm is not None else torch.ones(self.num_tasks)
         weights = weights.to(self.device)
-        total = sum(weights[t] * td_losses[t] for t in range(self.num_tasks) if bool(present[t])) / self.num_tasks
+        total = torch.where(mask, weights * td_losses, torch.zeros_like(td_losses)).sum() / self.num_tasks
         if self.gradnorm is not None:
             # GradNorm takes the unweighted losses (it multiplies the gradient norms by w_t itself).
             self.gradnorm.accumulate_losses(td_losses, hidden, present)
@@ -285,9 +305,10 @@ class TaskTeacher:
         if self.gradnorm is not None:
             self.gradnorm.step()
         self.num_updates += 1
+        losses = td_losses.detach().tolist()
         return {
-            "td_losses": [float(loss.detach()) if bool(present[t]) else math.nan for t, loss in enumerate(td_losses)],
-            "targets": targets,
+            "td_losses": [loss if here else math.nan for loss, here in zip(losses, flags, strict=True)],
+            "targets": [target if here else None for target, here in zip(targets.unbind(), flags, strict=True)],
             "loss": float(total.detach()),
         }
 
