@@ -266,7 +266,7 @@ def fairlearn_runs(
                     for seed in seeds]  # fmt: skip
         if all(set(run["tasks"]) == set(tasks) for run in per_seed):
             runs[name] = per_seed
-    return runs, list(anchors.notes)
+    return runs, [note for note in anchors.notes if f"/ `{attribute}`" in note or "/" not in note]
 
 
 def summarise(runs: Mapping[str, list[dict[str, Any]]], tasks: Sequence[str]) -> dict[str, Any]:

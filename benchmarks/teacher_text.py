@@ -7,6 +7,7 @@ Run from the repository root:
     python -m benchmarks.teacher_text --smoke                    # tiny encoder, few rows and steps (seconds)
     python -m benchmarks.teacher_text --first_seed 3 --stem teacher_text_seeds3-5   # seeds 3-5
     python -m benchmarks.teacher_text --combine teacher_text teacher_text_seeds3-5 --stem teacher_text_6seeds
+    python -m benchmarks.teacher_text --text_task_loss balanced --stem teacher_text_balanced_ce   # class-balanced CE
 
 Data and model: the BUG fairness-transfer setting of `benchmarks/quality_debiasing.py` (`text_part`): the target
 task `occupation` (10 classes) has **no** gender in training, the auxiliary task `stereotype` (binary) has the
@@ -310,6 +311,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max_length", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=3e-4)
+    parser.add_argument(
+        "--text_task_loss",
+        default=None,
+        help="accuracy loss of both tasks in every method, e.g. 'balanced' (class-balanced CE: the census remedy "
+        "that makes the teacher act, docs/teacher.md); default cross-entropy",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny encoder, few rows and steps (seconds)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)

@@ -87,3 +87,13 @@ def test_combine_pools_the_seeds_of_two_runs(tmp_path) -> None:
     assert "--combine a b" in markdown and "| seed 0 | seed 1 | wins |" in markdown
     with pytest.raises(ValueError, match="share seeds"):
         main([*common, "--combine", "a", "a", "--stem", "aa"])
+
+
+def test_text_task_loss_reaches_every_method() -> None:
+    """`--text_task_loss balanced`: both text tasks of every method train on class-balanced CE (the census remedy)."""
+    from benchmarks.quality_debiasing import text_part
+    from benchmarks.teacher_text import parse_args
+
+    setting = text_part(parse_args(["--smoke", "--text_task_loss", "balanced"]))
+    assert setting.training["task_loss"] == "balanced" and "task_loss 'balanced'" in setting.description
+    assert "task_loss" not in text_part(parse_args(["--smoke"])).training

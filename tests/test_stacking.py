@@ -259,3 +259,15 @@ def test_teacher_dqn_q_values_and_targets_of_all_tasks_equal_one_call_per_task()
     result = teacher.update(transitions)
     assert math.isnan(result["td_losses"][1]) and result["targets"][1] is None
     assert all(math.isfinite(result["td_losses"][t]) for t in (0, 2))
+
+
+def test_teacher_with_every_task_on_accuracy_leaves_the_fairness_losses_out_of_the_graph() -> None:
+    strategy = _strategy("teacher")
+    strategy.set_actions([0] * 5)
+    terms, (accuracy, exact, fairness) = _terms()
+    objective = strategy.combine_all(terms, batch=None)
+    expected = Strategy.combine_all(strategy, terms, batch=None)
+    for name in ("weighted", "unweighted", "objective"):
+        torch.testing.assert_close(getattr(objective, name), getattr(expected, name), rtol=0, atol=0)
+    total = objective.weighted.sum() + objective.objective.sum()
+    assert torch.autograd.grad(total, [fairness], allow_unused=True) == (None,)

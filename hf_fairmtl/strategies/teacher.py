@@ -55,6 +55,10 @@ class TeacherStrategy(Strategy):
         return chosen_objective(terms, self.actions[terms.index] == FAIRNESS_ACTION)
 
     def combine_all(self, terms: StackedTaskTerms, batch: BatchView) -> StackedObjective:
+        if FAIRNESS_ACTION not in self.actions:
+            # Every task on its accuracy loss: leave F_t out of the graph (it is still logged), so neither the
+            # backward nor GradNorm's gradient norms walk through the fairness losses for zero gradients.
+            return StackedObjective.accuracy_only(terms)
         return chosen_objectives(terms, self._action_vector(terms.accuracy.device) == FAIRNESS_ACTION)
 
     def log_vectors(self, terms: StackedTaskTerms) -> dict[str, torch.Tensor]:
