@@ -127,6 +127,10 @@ def render_markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+FAR_RATIO = 3.0
+"""Methods above this ratio are named on the plot instead of drawn."""
+
+
 def plot(payload: dict[str, Any], path: Path) -> Path | None:
     """Ratio vs number of tasks, one panel per encoder, one line per strategy."""
     import matplotlib
@@ -145,10 +149,17 @@ def plot(payload: dict[str, Any], path: Path) -> Path | None:
             (e for e in timing if e["setting"]["encoder"] == encoder), key=lambda e: e["setting"]["num_tasks"]
         )
         tasks = [e["setting"]["num_tasks"] for e in entries]
-        for method in entries[0]["methods"]:
-            if method == PLAIN:
-                continue
-            axis.plot(tasks, [e["methods"][method]["ratio_cpu"] for e in entries], marker="o", label=method)
+        methods = [method for method in entries[0]["methods"] if method != PLAIN]
+        ratios = {method: [e["methods"][method]["ratio_cpu"] for e in entries] for method in methods}
+        # A method at ×10–100 (PCGrad) would flatten every other line into the floor: it is named, not drawn.
+        far = [method for method in methods if max(ratios[method]) > FAR_RATIO]
+        colors = matplotlib.colormaps["tab20"].colors  # distinct colours for up to 20 methods (tab10 repeats)
+        for k, method in enumerate(m for m in methods if m not in far):
+            axis.plot(tasks, ratios[method], marker="o", label=method, color=colors[k % len(colors)])
+        if far:
+            text = "; ".join(f"{m}: ×{min(ratios[m]):.0f}–{max(ratios[m]):.0f}" for m in far)
+            axis.text(0.02, 0.98, f"not drawn (see the table): {text}", transform=axis.transAxes, fontsize=7,
+                      va="top")  # fmt: skip
         for bound in {target["bound"] for target in TARGETS if target["setting"].startswith(f"{encoder}:")}:
             axis.axhline(bound, linestyle=":", linewidth=1, color="grey")
         axis.axhline(1.0, color="black", linewidth=0.8)
@@ -159,7 +170,7 @@ def plot(payload: dict[str, Any], path: Path) -> Path | None:
         axis.set_ylabel("step time ÷ plain Trainer (CPU)")
         axis.set_title(f"{encoder}, batch {payload['settings']['batch_size']}, {payload['settings']['seq_len']} tokens")
         axis.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="upper left")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
