@@ -105,7 +105,7 @@ class StackedTaskTerms:
                 present[t],
                 self.micro_batches,
                 weights[t],
-            )  # fmt: skip
+            )
             for t, task in enumerate(self.tasks)
         ]
 
@@ -121,8 +121,8 @@ class StackedObjective:
     @classmethod
     def stack(cls, objectives: Sequence[TaskObjective]) -> StackedObjective:
         """Stack per-task objectives (what the default [`Strategy.combine_all`] does)."""
-        return cls(*(torch.stack([getattr(o, name) for o in objectives]) for name in ("weighted", "unweighted",
-                                                                                      "objective")))  # fmt: skip
+        fields = ("weighted", "unweighted", "objective")
+        return cls(*(torch.stack([getattr(objective, name) for objective in objectives]) for name in fields))
 
     @staticmethod
     def accuracy_only(terms: StackedTaskTerms) -> StackedObjective:
