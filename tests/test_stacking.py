@@ -252,9 +252,12 @@ def test_teacher_dqn_q_values_and_targets_of_all_tasks_equal_one_call_per_task()
     torch.testing.assert_close(teacher.q_values(states), per_task.detach(), rtol=0, atol=1e-6)
     transitions = [Transition(states[t], torch.randn(2, width), torch.randn(2)) for t in range(3)]
     transitions[1] = None
-    targets = teacher._all_td_targets(transitions, torch.tensor([True, False, True]))
+    targets = teacher.td_targets(transitions)
     for t in (0, 2):
-        torch.testing.assert_close(targets[t], teacher.td_targets(transitions[t], t), rtol=0, atol=1e-6)
+        with torch.no_grad():
+            next_q = teacher.dqn(transitions[t].next_states, t)  # one task's heads, one call
+        expected = transitions[t].rewards + teacher.gamma * next_q.max(dim=-1).values
+        torch.testing.assert_close(targets[t], expected, rtol=0, atol=1e-6)
     assert not targets[1].any()
     result = teacher.update(transitions)
     assert math.isnan(result["td_losses"][1]) and result["targets"][1] is None

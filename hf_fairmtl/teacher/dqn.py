@@ -247,14 +247,9 @@ class TaskTeacher:
             hidden = self.dqn.trunk(states.to(self.device))
             return self.dqn.q_all(hidden.unsqueeze(1)).squeeze(1)
 
-    def td_targets(self, transition: Transition, task_index: int) -> torch.Tensor:
-        """`y_a = R_a + γ · max_a' Q(s′_a, a')` `[num_actions]` (no gradient; the current network, no target copy)."""
-        with torch.no_grad():
-            next_q = self.dqn(transition.next_states.to(self.device), task_index)
-        return transition.rewards.to(next_q) + self.gamma * next_q.max(dim=-1).values
-
-    def _all_td_targets(self, transitions: Sequence[Transition | None], present: torch.Tensor) -> torch.Tensor:
-        """[`td_targets`] of every task `[T, num_actions]` in one trunk call (zeros where no transition)."""
+    def td_targets(self, transitions: Sequence[Transition | None]) -> torch.Tensor:
+        """`y_a = R_a + γ · max_a' Q(s′_a, a')` of every task, `[T, num_actions]`, in one trunk call (no gradient;
+        the current network, no target copy); zeros for a task without a transition (`None`)."""
         width, actions = self.dqn.input_size, self.dqn.num_actions
         blank_states = torch.zeros(actions, width, device=self.device)
         blank_rewards = torch.zeros(actions, device=self.device)
@@ -263,7 +258,8 @@ class TaskTeacher:
         with torch.no_grad():
             next_q = self.dqn.q_all(self.dqn.trunk(next_states))
         targets = rewards.to(next_q) + self.gamma * next_q.max(dim=-1).values
-        return torch.where(present.to(self.device).unsqueeze(1), targets, torch.zeros_like(targets))
+        present = torch.tensor([tr is not None for tr in transitions], device=self.device)
+        return torch.where(present.unsqueeze(1), targets, torch.zeros_like(targets))
 
     def update(self, transitions: Sequence[Transition | None]) -> dict[str, Any]:
         """One DQN step on the look-ahead transitions of all tasks (`None` = task without a transition).
@@ -285,7 +281,7 @@ class TaskTeacher:
             if self.gradnorm is not None:
                 self.gradnorm.step()  # a collective under DDP: every rank must call it at every update
             return {"td_losses": [math.nan] * self.num_tasks, "targets": [None] * self.num_tasks, "loss": math.nan}
-        targets = self._all_td_targets(transitions, present)
+        targets = self.td_targets(transitions)
         zero_state = torch.zeros(self.dqn.input_size, device=self.device)
         states = torch.stack([tr.state.to(self.device) if tr is not None else zero_state for tr in transitions])
         hidden = self.dqn.trunk(states)
