@@ -40,7 +40,6 @@ class TeacherStrategy(Strategy):
     def __init__(self, args: Any, config, fairness_attributes: dict[str, list[str]]) -> None:
         super().__init__(args, config, fairness_attributes)
         self.actions = [ACCURACY_ACTION] * config.num_tasks
-        self._action_tensor: tuple[list[int], torch.Tensor] | None = None  # (actions, the same as a tensor)
         self.latest_batch: dict[str, torch.Tensor | None] | None = None
         self.teacher_callback: TrainerCallback | None = None
 
@@ -65,11 +64,7 @@ class TeacherStrategy(Strategy):
         return {"action": self._action_vector(terms.accuracy.device).float()}
 
     def _action_vector(self, device: torch.device) -> torch.Tensor:
-        # Rebuilt only when the teacher decides (every `teacher_interval` steps), not at every micro-batch.
-        cached = self._action_tensor
-        if cached is None or cached[0] != self.actions or cached[1].device != device:
-            self._action_tensor = (list(self.actions), torch.tensor(self.actions, device=device))
-        return self._action_tensor[1]
+        return torch.tensor(self.actions, device=device)
 
     def after_batch(self, batch: BatchView) -> None:
         if batch.training:
