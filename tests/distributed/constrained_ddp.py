@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 from hf_fairmtl import FairMTLModel
 from hf_fairmtl.trainer import FairMTLTrainer, FairMTLTrainingArguments
+from tests.launching import shut_down_process_group
 from tests.synthetic import biased_rows, tabular_config
 
 GLOBAL_BATCH = 16
@@ -74,3 +75,4 @@ def main(output_prefix: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    shut_down_process_group()

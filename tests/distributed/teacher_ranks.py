@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from hf_fairmtl import FairMTLModel  # noqa: E402
 from hf_fairmtl.trainer import FairMTLTrainer, FairMTLTrainingArguments  # noqa: E402
+from tests.launching import shut_down_process_group  # noqa: E402
 from tests.synthetic import biased_rows, tabular_config  # noqa: E402
 
 GLOBAL_BATCH = 32
@@ -75,3 +76,4 @@ def main(output_dir: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    shut_down_process_group()

@@ -17,6 +17,7 @@ from datasets import Dataset
 
 from hf_fairmtl import FairMTLModel
 from hf_fairmtl.trainer import FairMTLTrainer, FairMTLTrainingArguments
+from tests.launching import shut_down_process_group
 from tests.synthetic import biased_rows, tabular_config
 
 GLOBAL_BATCH = 16
@@ -68,3 +69,4 @@ def main(output_file: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    shut_down_process_group()
